@@ -1,0 +1,109 @@
+"""`python -m engine`: every experiment of the page, scriptable, as JSON.
+
+  convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
+  runs [--scenario S] [--edge E] --json
+  show RUN_ID --json
+  edges --json
+
+Exit codes: 0 success, 2 bad input (message on stderr), 1 the run itself failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from engine.errors import LabInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors are bad input too: exit 2
+        self.print_usage(sys.stderr)
+        raise LabInputError(message)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LabInputError(f"--set {pair!r}: expected key=value, e.g. --set steps=20")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m engine", description="Triangle Lab engine")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("convert", help="run one edge of the triangle")
+    c.add_argument("--from", dest="source", required=True, help="prompt | parameter | reward")
+    c.add_argument("--to", dest="target", required=True, help="prompt | parameter | reward")
+    c.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    c.add_argument("--method", help="the edge's method (default: its first)")
+    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field; repeatable")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    r = sub.add_parser("runs", help="list stored runs")
+    r.add_argument("--scenario"), r.add_argument("--edge")
+    r.add_argument("--json", action="store_true")
+    s = sub.add_parser("show", help="show one run")
+    s.add_argument("run_id")
+    s.add_argument("--json", action="store_true")
+    e = sub.add_parser("edges", help="list edges, methods and their settings")
+    e.add_argument("--json", action="store_true")
+    return p
+
+
+def convert_summary(run: dict) -> dict:
+    artifact = (run.get("artifacts") or [{}])[0]
+    return {"run_id": run["run_id"], "status": run["status"], "edge": run["edge"], "method": run["method"],
+            "scenario": run["scenario"], "duration_s": run["duration_s"], "metrics": run["metrics"],
+            "artifact": {"kind": artifact.get("kind"), "path": artifact.get("path"), **(artifact.get("data") or {})},
+            "error": run["error"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except LabInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from engine.api import Lab
+    if args.command == "edges":
+        out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
+               for e in Lab.edges()]
+        return _print(out, args.json)
+    if args.command == "convert":
+        lab = Lab()
+        request = lab.prepare(args.source, args.target, args.method, args.scenario, _parse_sets(args.sets))
+        run = lab.run(lab.run_now(request))
+        out = convert_summary(run)
+        _print(out, args.json)
+        if run["status"] != "succeeded":
+            print(f"run {run['run_id']} {run['status']}: {run['error']}", file=sys.stderr)
+            return 1
+        return 0
+    lab = Lab()
+    if args.command == "runs":
+        return _print(lab.runs(scenario=args.scenario, edge=args.edge), args.json)
+    run = lab.run(args.run_id)
+    if run is None:
+        raise LabInputError(f"no run with id {args.run_id!r}; list them with `python -m engine runs`")
+    run["points"] = lab.points(args.run_id)
+    run["samples"] = lab.samples(args.run_id)
+    return _print(run, args.json)
+
+
+def _print(obj, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(obj, indent=1, default=str))
+    else:
+        print(json.dumps(obj, indent=1, default=str))  # the same data; JSON reads fine in a terminal
+    return 0

@@ -1,0 +1,74 @@
+"""Held-out measurements shared by the edges: rewards over samples, exact KL between policies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.kl import token_kl
+from engine.policies import Policy
+
+
+@dataclass
+class Scored:
+    """Samples of one policy with their rewards, flat: one entry per (input, sample)."""
+    policy: str
+    inputs: list[str]
+    outputs: list[str]
+    token_ids: list[list[int]]
+    rewards: list[float]
+    sample_index: list[int]
+
+    @property
+    def mean_reward(self) -> float:
+        return sum(self.rewards) / len(self.rewards)
+
+    def rows(self) -> list[dict]:
+        return [{"policy": self.policy, "input": x, "output": y, "reward": r, "sample_index": k}
+                for x, y, r, k in zip(self.inputs, self.outputs, self.rewards, self.sample_index)]
+
+
+def sample_and_score(host, policy: Policy, inputs: list[str], reward, n_samples: int, max_new_tokens: int,
+                     temperature: float, seed: int, batch_size: int = 64, on_batch=None) -> Scored:
+    """Generate n_samples replies per input under `policy` and score them with the reference reward."""
+    s = host.generate(policy, inputs, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                      temperature=temperature, seed=seed, batch_size=batch_size, on_batch=on_batch)
+    xs, ys, ids = s.flat()
+    return Scored(policy=policy.label, inputs=xs, outputs=ys, token_ids=ids, rewards=reward(xs, ys),
+                  sample_index=[k for _ in inputs for k in range(n_samples)])
+
+
+@torch.no_grad()
+def reply_logprobs(host, policy: Policy, xs: list[str], ys_ids: list[list[int]], batch_size: int = 16,
+                   dtype=torch.float32) -> list[torch.Tensor]:
+    """Full next-token log-prob tables over each reply: a list of (T_i, V) tensors."""
+    out = []
+    for b in range(0, len(xs), batch_size):
+        logits, _, mask = host.batch_logits(policy, xs[b:b + batch_size], ys_ids[b:b + batch_size])
+        logp = torch.log_softmax(logits, -1)
+        out += [logp[i, :int(mask[i].sum())].to(dtype) for i in range(len(logp))]
+    return out
+
+
+@torch.no_grad()
+def kl_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], ys_ids: list[list[int]],
+                 batch_size: int = 16) -> float:
+    """KL(p‖q) per token over the replies, with p's log-prob tables precomputed (`reply_logprobs`)."""
+    total, count = 0.0, 0
+    for b in range(0, len(xs), batch_size):
+        logits, _, mask = host.batch_logits(q, xs[b:b + batch_size], ys_ids[b:b + batch_size])
+        logq = torch.log_softmax(logits, -1)
+        for i in range(len(logq)):
+            T = int(mask[i].sum())
+            total += float(token_kl(cached_p[b + i].float(), logq[i, :T]).sum())
+            count += T
+    return total / max(count, 1)
+
+
+def pad_tables(tables: list[torch.Tensor], T: int) -> torch.Tensor:
+    """Stack (T_i, V) tables into (B, T, V), zero-padded (padding is masked out by the caller)."""
+    V = tables[0].shape[-1]
+    out = torch.zeros((len(tables), T, V), dtype=torch.float32)
+    for i, t in enumerate(tables):
+        out[i, :t.shape[0]] = t.float()
+    return out

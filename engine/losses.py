@@ -1,0 +1,32 @@
+"""Training objectives, each the equation it implements (Eq. numbers from arXiv 2406.16377)."""
+from __future__ import annotations
+
+import torch
+
+from engine.kl import masked_mean, token_kl
+
+
+def context_distillation_kl_loss(teacher_logp: torch.Tensor, student_logits: torch.Tensor,
+                                 mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: E_{x,y~D} KL[π0(·|x,z,y<t) ‖ π(·|x,y<t)], full distribution, per token.
+
+    Args:
+        teacher_logp: (B, T, V) log-probs of the prompted base π0(·|x,z); no gradient.
+        student_logits: (B, T, V) logits of the student π(·|x) (the adapter, no prompt).
+        mask: (B, T) True at reply tokens.
+    Returns:
+        scalar mean KL in nats per token.
+    """
+    return masked_mean(token_kl(teacher_logp, torch.log_softmax(student_logits, -1)), mask)
+
+
+def imitation_loss(student_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 10: max E_{x, y~π0(·|x,z)} log π(y|x), as the mean negative log-likelihood per token.
+
+    Args:
+        student_logits: (B, T, V) logits of the student π(·|x).
+        targets: (B, T) the teacher's sampled tokens y.
+        mask: (B, T) True at reply tokens.
+    """
+    logp = torch.log_softmax(student_logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return -masked_mean(logp, mask)

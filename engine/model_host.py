@@ -1,0 +1,249 @@
+"""One copy of the base weights serving every policy: base, base + prompt, base + named LoRA adapter.
+
+Scoring pads on the right (positions stay natural); generation pads on the left (ChatML, pad = eos).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.model_loading import load_model_and_tokenizer
+from engine.policies import Policy
+
+
+@dataclass
+class Samples:
+    """Generations for a list of inputs: texts[i][k] is sample k for input i."""
+    inputs: list[str]
+    texts: list[list[str]]
+    token_ids: list[list[list[int]]]  # same shape as texts, reply tokens incl. the final eos
+    n_new_tokens: int
+
+    def flat(self) -> tuple[list[str], list[str], list[list[int]]]:
+        xs, ys, ids = [], [], []
+        for x, row, row_ids in zip(self.inputs, self.texts, self.token_ids):
+            for y, t in zip(row, row_ids):
+                xs.append(x), ys.append(y), ids.append(t)
+        return xs, ys, ids
+
+
+class ModelHost:
+    def __init__(self, model: str, cache_root: Path, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_name = model
+        self.model, self.tok, self.load_seconds = load_model_and_tokenizer(model, cache_root)
+        self.eos_id = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = self.eos_id
+        self.adapters: dict[str, dict] = {}  # name -> {"path": ..., "config": ...}
+        self.lock = threading.RLock()
+
+    # ---------- prompts ----------
+    def prefix_ids(self, policy: Policy, x: str) -> list[int]:
+        """Token ids of the chat up to the assistant turn: system z (or neutral), user x."""
+        msgs = [{"role": "system", "content": policy.system_text}, {"role": "user", "content": x}]
+        ids = self.tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def reply_ids(self, y: str) -> list[int]:
+        """Tokens of a reply as the model would emit them, closed by <|im_end|>."""
+        return self.tok(y, add_special_tokens=False)["input_ids"] + [self.eos_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([i for i in ids if i != self.eos_id], skip_special_tokens=True).strip()
+
+    # ---------- adapters ----------
+    @property
+    def peft(self):
+        from peft import PeftModel
+        return self.model if isinstance(self.model, PeftModel) else None
+
+    def add_lora(self, name: str, lora_config) -> None:
+        """Attach a fresh trainable LoRA adapter under `name` (the base weights stay frozen)."""
+        from peft import get_peft_model
+        with self.lock:
+            if name in self.adapters:
+                self.delete_adapter(name)
+            if self.peft is None:
+                self.model = get_peft_model(self.model, lora_config, adapter_name=name)
+            else:
+                self.model.add_adapter(name, lora_config)
+            self.adapters[name] = {"path": None}
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a saved adapter (safetensors) under `name`, frozen."""
+        from peft import PeftModel
+        with self.lock:
+            if name in self.adapters:
+                return
+            if self.peft is None:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                       is_trainable=False)
+            else:
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self.adapters[name] = {"path": str(path)}
+
+    def save_adapter(self, name: str, path: str | Path) -> Path:
+        path = Path(path)
+        with self.lock:
+            self.model.save_pretrained(str(path), selected_adapters=[name], safe_serialization=True)
+            out = path / name if (path / name / "adapter_model.safetensors").exists() else path
+            self.adapters[name]["path"] = str(out)
+            return out
+
+    def delete_adapter(self, name: str) -> None:
+        with self.lock:
+            if self.peft is not None and name in self.peft.peft_config:
+                if len(self.peft.peft_config) == 1:
+                    self.model = self.peft.unload()  # back to the bare base model
+                else:
+                    if self.peft.active_adapter == name:
+                        other = next(a for a in self.peft.peft_config if a != name)
+                        self.peft.set_adapter(other)
+                    self.peft.delete_adapter(name)
+            self.adapters.pop(name, None)
+
+    def trainable_parameters(self, name: str) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if f".{name}." in n and "lora_" in n]
+
+    @contextlib.contextmanager
+    def use(self, policy: Policy):
+        """Make `policy`'s adapter (or none) the active one for the duration."""
+        with self.lock:
+            if policy.adapter is None:
+                ctx = self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()
+                with ctx:
+                    yield self.model
+                return
+            if policy.adapter not in self.adapters:
+                raise KeyError(f"adapter {policy.adapter!r} is not loaded")
+            self.peft.set_adapter(policy.adapter)
+            # set_adapter marks the adapter trainable; keep that to training code
+            yield self.model
+
+    # ---------- scoring ----------
+    def batch_logits(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],
+                     grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced next-token logits at every reply position.
+
+        Returns (logits (B, T, V) float32, targets (B, T) long, mask (B, T) bool), where position t
+        predicts reply token t given x and y<t under `policy`.
+        """
+        prefixes = [self.prefix_ids(policy, x) for x in xs]
+        seqs = [p + y for p, y in zip(prefixes, ys_ids)]
+        L = max(len(s) for s in seqs)
+        T = max(len(y) for y in ys_ids)
+        input_ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), L), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, :len(s)] = torch.tensor(s)
+            attn[i, :len(s)] = 1
+        # logits at position j predict token j+1: reply token t sits at len(prefix)+t
+        index = torch.zeros((len(seqs), T), dtype=torch.long)
+        targets = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+        for i, (p, y) in enumerate(zip(prefixes, ys_ids)):
+            index[i, :len(y)] = torch.arange(len(p) - 1, len(p) - 1 + len(y))
+            targets[i, :len(y)] = torch.tensor(y)
+            mask[i, :len(y)] = True
+        with self.use(policy) as model, torch.set_grad_enabled(grad):
+            out = model(input_ids=input_ids, attention_mask=attn, use_cache=False, logits_to_keep=0)
+            logits = out.logits.float()  # (B, L, V)
+            logits = torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.size(-1)))
+        return logits, targets, mask
+
+    def sequence_logprobs(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],
+                          batch_size: int = 16) -> list[float]:
+        """log π(y|x) summed over reply tokens, for each pair."""
+        out: list[float] = []
+        for i in range(0, len(xs), batch_size):
+            logits, targets, mask = self.batch_logits(policy, xs[i:i + batch_size], ys_ids[i:i + batch_size])
+            logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            out += (logp * mask).sum(-1).tolist()
+        return out
+
+    # ---------- generation ----------
+    @torch.no_grad()
+    def generate(self, policy: Policy, inputs: list[str], n_samples: int = 1, max_new_tokens: int = 48,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
+                 bf16: bool = True, on_batch=None) -> Samples:
+        """Sample `n_samples` replies per input; deterministic for a given seed and batch size.
+
+        A plain KV-cached loop (1.4x faster than `generate()` here); bf16 autocast adds another 1.4x.
+        """
+        flat = [x for x in inputs for _ in range(n_samples)]
+        texts, ids, n_new = [], [], 0
+        gen = torch.Generator().manual_seed(seed)
+        for b in range(0, len(flat), batch_size):
+            prefixes = [self.prefix_ids(policy, x) for x in flat[b:b + batch_size]]
+            with self.use(policy) as model:
+                rows = self._sample_batch(model, prefixes, max_new_tokens, temperature, top_p, gen, bf16)
+            for reply in rows:
+                ids.append(reply)
+                texts.append(self.decode(reply))
+                n_new += len(reply)
+            if on_batch:
+                on_batch(min(b + batch_size, len(flat)), len(flat))
+        shape = lambda xs: [xs[i * n_samples:(i + 1) * n_samples] for i in range(len(inputs))]
+        return Samples(inputs=list(inputs), texts=shape(texts), token_ids=shape(ids), n_new_tokens=n_new)
+
+    def _sample_batch(self, model, prefixes: list[list[int]], max_new_tokens: int, temperature: float,
+                      top_p: float, gen: torch.Generator, bf16: bool) -> list[list[int]]:
+        from transformers import DynamicCache
+        input_ids, attn = left_pad(prefixes, self.pad_id)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        B = len(prefixes)
+        done = torch.zeros(B, dtype=torch.bool)
+        out_tokens = []
+        cache = DynamicCache()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            for _ in range(max_new_tokens):
+                nxt = sample_next(out.logits[:, -1].float(), temperature, top_p, gen)  # (B,)
+                nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+                out_tokens.append(nxt)
+                done |= nxt == self.eos_id
+                if bool(done.all()):
+                    break
+                attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype)], 1)
+                pos = pos[:, -1:] + 1
+                out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos,
+                            past_key_values=out.past_key_values, use_cache=True)
+        rows = torch.stack(out_tokens, 1).tolist()
+        return [row[:row.index(self.eos_id) + 1] if self.eos_id in row else row for row in rows]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, L - len(s):] = torch.tensor(s)
+        attn[i, L - len(s):] = 1
+    return ids, attn
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """One token per row from (B, V) logits; temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, -1)
+    if top_p < 1.0:
+        probs = top_p_filter(probs, top_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose mass reaches top_p (always the top one); renormalize."""
+    sorted_p, order = probs.sort(-1, descending=True)
+    mass_before = sorted_p.cumsum(-1) - sorted_p  # (B, V): mass of strictly more likely tokens
+    sorted_p = sorted_p.masked_fill(mass_before >= top_p, 0.0)
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return kept / kept.sum(-1, keepdim=True)

@@ -1,0 +1,172 @@
+"""prompt -> parameter: context distillation of a prompt z into a LoRA adapter (2406.16377 §4).
+
+Goal (Eq. 8): π*(y|x) = π0(y|x,z). Two objectives over teacher samples y ~ π0(·|x,z) on train inputs:
+  kl         Eq. 9  — full-distribution KL[π0(·|x,z,y<t) ‖ π(·|x,y<t)] at every reply token
+  imitation  Eq. 10 — log-likelihood of the teacher's sampled tokens under the student
+Reports, held-out: KL(π0(·|x,z)‖π) before (π = π0) and after (π = student), and the reference reward
+of base, teacher and student.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import RunCancelled
+from engine.evaluation import kl_to_cached, pad_tables, reply_logprobs, sample_and_score
+from engine.lora import lora_config
+from engine.losses import context_distillation_kl_loss, imitation_loss
+from engine.policies import BASE, Policy, prompted, with_adapter
+from engine.run_types import Result, RunContext, opt
+
+EDGE = "prompt->parameter"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int = opt(60, "Optimizer steps on the LoRA adapter.", 1, 2000)
+    batch_size: int = opt(8, "Teacher samples per optimizer step.", 1, 64)
+    lr: float = opt(1e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
+    lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
+    lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
+    lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
+    teacher_samples: int = opt(2, "Teacher samples y ~ π0(·|x,z) per train input.", 1, 32)
+    teacher_temperature: float = opt(1.0, "Sampling temperature of the teacher's training samples.", 0.05, 2.0)
+    max_new_tokens: int = opt(48, "Longest reply sampled, in tokens.", 4, 256)
+    n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
+    n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
+    eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
+    eval_every: int = opt(20, "Steps between live held-out KL / reward points (0 = only at the end).", 0, 2000)
+    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
+    seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
+
+
+METHODS = {
+    "kl": {"lr": 1e-3},          # Eq. 9
+    "imitation": {"lr": 1e-4},   # Eq. 10: at 1e-3 it over-fits the few samples and KL gets worse
+}
+
+
+def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
+    host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
+    reward = sc.reward()
+    train_x = sc.train_inputs[:config.n_train or None]
+    held_x = sc.heldout_inputs[:config.n_heldout or None]
+    teacher = prompted(sc.prompt, "teacher")
+    student = with_adapter(f"cd-{ctx.run_id}", "student")
+    sample = lambda policy, xs, n, temp, seed, lo, hi, stage: sample_and_score(
+        host, policy, xs, reward, n, config.max_new_tokens, temp, seed,
+        on_batch=lambda i, k: progress(lo + (hi - lo) * i / k, stage))
+
+    # 1. the transfer set D: teacher samples on train inputs
+    train = sample(teacher, train_x, config.teacher_samples, config.teacher_temperature, config.seed,
+                   0.0, 0.12, "sampling the teacher on train inputs")
+    teacher_tables = None
+    if method == "kl":
+        progress(0.12, "teacher distributions on the transfer set")
+        teacher_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16)
+
+    # 2. held-out: teacher and base samples; the teacher's samples are also the KL evaluation set
+    held_teacher = sample(teacher, held_x, config.eval_samples, config.eval_temperature, config.seed + 1,
+                          0.15, 0.22, "held-out: teacher generations")
+    held_base = sample(BASE, held_x, config.eval_samples, config.eval_temperature, config.seed + 1,
+                       0.22, 0.29, "held-out: base generations")
+    progress(0.29, "held-out: KL before")
+    eval_tables = reply_logprobs(host, teacher, held_teacher.inputs, held_teacher.token_ids)
+    kl_before = kl_to_cached(host, eval_tables, BASE, held_teacher.inputs, held_teacher.token_ids)
+    progress(0.30, "training", step=0, points={"kl_heldout": kl_before, "reward": held_base.mean_reward})
+
+    # 3. train the adapter
+    host.add_lora(student.adapter, _lora(config))
+    try:
+        _train(method, config, ctx, student, train, teacher_tables, eval_tables, held_teacher, reward)
+        # 4. after
+        held_student = sample(student, held_x, config.eval_samples, config.eval_temperature, config.seed + 1,
+                              0.88, 0.96, "held-out: student generations")
+        progress(0.96, "held-out: KL after")
+        kl_after = kl_to_cached(host, eval_tables, student, held_teacher.inputs, held_teacher.token_ids)
+        out = host.save_adapter(student.adapter, ctx.out_dir)
+    except BaseException:
+        host.delete_adapter(student.adapter)
+        raise
+    metrics = {"kl_before": kl_before, "kl_after": kl_after, "reward_base": held_base.mean_reward,
+               "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
+    metrics["gain_kept"] = gain_kept(metrics["reward_base"], metrics["reward_teacher"], metrics["reward_student"])
+    artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
+                "data": {"adapter_name": student.adapter, "source_prompt": sc.prompt, "method": method}}
+    samples = held_base.rows() + held_teacher.rows() + held_student.rows()
+    return Result(metrics=metrics, artifact=artifact, samples=samples)
+
+
+def gain_kept(r_base: float, r_teacher: float, r_student: float) -> float | None:
+    """Fraction of the teacher's reward gain over the base that the student keeps."""
+    gain = r_teacher - r_base
+    return (r_student - r_base) / gain if abs(gain) > 1e-9 else None
+
+
+def _lora(config: DistillConfig):
+    torch.manual_seed(config.seed)
+    return lora_config(config.lora_rank, config.lora_alpha, config.lora_targets)
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int = 3) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% of lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(steps - warmup, 1)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _train(method, config, ctx, student: Policy, train, teacher_tables, eval_tables, held_teacher, reward):
+    host, progress = ctx.host, ctx.on_progress
+    params = host.trainable_parameters(student.adapter)
+    opt_ = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    host.model.train()
+    t0 = time.perf_counter()
+    for step in range(config.steps):
+        if len(order) < config.batch_size:
+            order += rng.sample(range(len(train.inputs)), len(train.inputs))
+        idx, order = order[:config.batch_size], order[config.batch_size:]
+        for g in opt_.param_groups:
+            g["lr"] = lr_at(step, config.steps, config.lr)
+        loss = _loss(method, host, student, train, teacher_tables, idx, config.bf16)
+        opt_.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt_.step()
+        points = {"loss": loss.item(), "step_s": (time.perf_counter() - t0) / (step + 1)}
+        last = step + 1 == config.steps
+        if config.eval_every and (step + 1) % config.eval_every == 0 and not last:
+            host.model.eval()
+            points |= _live_eval(config, host, student, eval_tables, held_teacher, reward)
+            host.model.train()
+        progress(0.30 + 0.58 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}",
+                 step=step + 1, points=points)
+    host.model.eval()
+
+
+def _loss(method, host, student, train, teacher_tables, idx, bf16: bool) -> torch.Tensor:
+    xs = [train.inputs[i] for i in idx]
+    ys = [train.token_ids[i] for i in idx]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, targets, mask = host.batch_logits(student, xs, ys, grad=True)
+    if method == "kl":
+        teacher_logp = pad_tables([teacher_tables[i] for i in idx], logits.shape[1])
+        return context_distillation_kl_loss(teacher_logp, logits, mask)
+    return imitation_loss(logits, targets, mask)
+
+
+def _live_eval(config, host, student, eval_tables, held_teacher, reward) -> dict[str, float]:
+    """Cheap points for the live curves: KL on a slice of the held-out set, reward of one sample each."""
+    n = min(32, len(eval_tables))
+    kl = kl_to_cached(host, eval_tables[:n], student, held_teacher.inputs[:n], held_teacher.token_ids[:n])
+    xs = list(dict.fromkeys(held_teacher.inputs))[:16]
+    scored = sample_and_score(host, student, xs, reward, 1, config.max_new_tokens, config.eval_temperature,
+                              config.seed + 7)
+    return {"kl_heldout": kl, "reward": scored.mean_reward}

@@ -1,0 +1,141 @@
+"""The triangle: three vertices, six edges, and the methods built so far for each edge.
+
+The UI and the CLI build their menus from here; an edge without methods shows as not yet available.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Callable
+
+from engine.errors import LabInputError
+from engine.run_types import help_of
+
+VERTICES = ("prompt", "parameter", "reward")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str
+    equation: str                  # the paper equation it implements, shown next to the result
+    config_cls: type
+    defaults: dict                 # per-method overrides of the config's defaults
+    run: Callable                  # run(method, config, ctx) -> Result
+    metrics: tuple[str, ...]       # the numbers it reports (stable CLI/JSON keys)
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    source: str
+    target: str
+    title: str
+    section: str
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+    @property
+    def available(self) -> bool:
+        return bool(self.methods)
+
+
+def _distill_methods() -> dict[str, MethodSpec]:
+    from engine import prompt_to_parameter as p2p
+    metrics = ("kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student")
+    return {
+        "kl": MethodSpec("kl", "Context distillation, full-distribution KL",
+                         "min_π E_{x,y~D} KL[π0(y|x,z) ‖ π(y|x)]   (Eq. 9)",
+                         p2p.DistillConfig, p2p.METHODS["kl"], p2p.run, metrics),
+        "imitation": MethodSpec("imitation", "Context distillation, imitation of teacher samples",
+                                "max_π E_{x~D, y~π0(y|x,z)} log π(y|x)   (Eq. 10)",
+                                p2p.DistillConfig, p2p.METHODS["imitation"], p2p.run, metrics),
+    }
+
+
+def _edges() -> dict[str, EdgeSpec]:
+    specs = [
+        EdgeSpec("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10", _distill_methods()),
+        EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13"),
+        EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3"),
+        EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7"),
+        EdgeSpec("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15"),
+        EdgeSpec("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18"),
+    ]
+    return {e.name: e for e in specs}
+
+
+EDGES = _edges()
+
+
+def get_edge(source: str, target: str) -> EdgeSpec:
+    for v in (source, target):
+        if v not in VERTICES:
+            raise LabInputError(f"vertex {v!r} is unknown; choose from {', '.join(VERTICES)}")
+    if source == target:
+        raise LabInputError("--from and --to must be different vertices")
+    edge = EDGES[f"{source}->{target}"]
+    if not edge.available:
+        raise LabInputError(f"edge {edge.name} is not built yet; available: "
+                            f"{', '.join(e.name for e in EDGES.values() if e.available)}")
+    return edge
+
+
+def get_method(edge: EdgeSpec, method: str | None) -> MethodSpec:
+    if method is None:
+        return next(iter(edge.methods.values()))
+    if method not in edge.methods:
+        raise LabInputError(f"method {method!r} is unknown for {edge.name}; choose from {', '.join(edge.methods)}")
+    return edge.methods[method]
+
+
+def config_fields(spec: MethodSpec) -> list[dict]:
+    """Every field of a method's config with its default, type, range and help (for menus and forms)."""
+    hints = typing.get_type_hints(spec.config_cls)
+    base = spec.config_cls()
+    out = []
+    for f in dataclasses.fields(spec.config_cls):
+        out.append({"name": f.name, "type": hints[f.name].__name__,
+                    "default": spec.defaults.get(f.name, getattr(base, f.name)),
+                    "help": f.metadata.get("help", ""), "lo": f.metadata.get("lo"), "hi": f.metadata.get("hi")})
+    return out
+
+
+def build_config(spec: MethodSpec, overrides: dict[str, object]):
+    """The method's config with defaults, then `overrides` (strings from the CLI or typed values),
+    each checked for type and range; errors name the field and say what is allowed."""
+    fields_ = {f["name"]: f for f in config_fields(spec)}
+    values = {name: f["default"] for name, f in fields_.items()}
+    for key, raw in overrides.items():
+        if key not in fields_:
+            raise LabInputError(f"{key}: unknown setting for {spec.name}; settings are {', '.join(fields_)}")
+        values[key] = _coerce(fields_[key], raw)
+    return spec.config_cls(**values)
+
+
+def _coerce(f: dict, raw: object):
+    name, kind, lo, hi = f["name"], f["type"], f["lo"], f["hi"]
+    try:
+        if kind == "bool":
+            value = raw if isinstance(raw, bool) else {"true": True, "1": True, "false": False, "0": False}[str(raw).strip().lower()]
+        elif kind == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            value = int(raw) if not isinstance(raw, str) else int(raw.strip())
+        elif kind == "float":
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+        else:
+            value = str(raw)
+    except (ValueError, KeyError, TypeError):
+        want = {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(kind, "text")
+        raise LabInputError(f"{name}: {raw!r} is not {want}") from None
+    if kind in ("int", "float") and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        raise LabInputError(f"{name}: {value} is out of range; allowed {lo} … {hi}")
+    if kind == "str" and not value.strip():
+        raise LabInputError(f"{name}: must not be empty")
+    return value

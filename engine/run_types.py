@@ -1,0 +1,42 @@
+"""What every edge's `run(config, ctx)` receives and returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from engine.scenarios import Scenario
+
+
+class ProgressFn(Protocol):
+    def __call__(self, fraction: float, stage: str, step: int | None = None,
+                 points: dict[str, float] | None = None) -> None: ...
+
+
+@dataclass
+class RunContext:
+    host: Any                      # engine.model_host.ModelHost
+    scenario: Scenario
+    run_id: str
+    out_dir: Path                  # where this run may write files (adapters, ...)
+    on_progress: ProgressFn
+
+
+@dataclass
+class Result:
+    metrics: dict[str, float]
+    artifact: dict                 # {"kind", "vertex", "path", "data"}
+    samples: list[dict] = field(default_factory=list)  # {"policy","input","output","reward","sample_index"}
+
+
+def help_of(config_cls) -> dict[str, str]:
+    """Field name -> help text (shown as tooltips in the page and in `--help`)."""
+    return {f.name: f.metadata.get("help", "") for f in fields(config_cls)}
+
+
+def opt(default, help: str, lo: float | None = None, hi: float | None = None, choices: tuple | None = None):
+    """A config field with help text and the range the UI and CLI check."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+
+
+Progress = Callable[..., None]

@@ -1,0 +1,93 @@
+"""Scenarios: one adaptation goal with an artifact at each vertex (inputs, prompt z and z-, reward r).
+
+Built-ins live in assets/scenarios/NAME.json; a user file with the same schema loads the same way.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import LabInputError
+from engine.rewards import Reward, build_reward
+from engine.settings import ASSETS_DIR
+
+SCENARIO_DIR = ASSETS_DIR / "scenarios"
+MIN_TRAIN, MIN_HELDOUT = 8, 4
+REQUIRED = ("name", "prompt", "reward", "train_inputs", "heldout_inputs")
+OPTIONAL = ("description", "negative_prompt")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    prompt: str
+    reward_spec: dict
+    train_inputs: list[str]
+    heldout_inputs: list[str]
+    description: str = ""
+    negative_prompt: str = ""
+    source: str = field(default="", compare=False)
+
+    def reward(self) -> Reward:
+        return build_reward(self.reward_spec)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "prompt": self.prompt,
+                "negative_prompt": self.negative_prompt, "reward": self.reward_spec,
+                "train_inputs": self.train_inputs, "heldout_inputs": self.heldout_inputs}
+
+
+def builtin_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.json"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A built-in name (`sentiment`) or a path to a JSON file with the scenario schema."""
+    path = Path(name_or_path)
+    if not path.suffix and (SCENARIO_DIR / f"{name_or_path}.json").exists():
+        path = SCENARIO_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        raise LabInputError(f"scenario: {name_or_path!r} is neither a built-in "
+                            f"({', '.join(builtin_scenarios())}) nor an existing file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabInputError(f"scenario file {path.name}: not valid JSON ({e})") from None
+    return parse_scenario(data, source=str(path))
+
+
+def parse_scenario(data: object, source: str = "") -> Scenario:
+    """Validate a scenario dict; every error names the offending field."""
+    if not isinstance(data, dict):
+        raise LabInputError("scenario: expected a JSON object")
+    for key in data:
+        if key not in REQUIRED + OPTIONAL:
+            raise LabInputError(f"scenario.{key}: unknown field (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+    for key in REQUIRED:
+        if key not in data:
+            raise LabInputError(f"scenario.{key}: missing")
+    for key in ("name", "prompt", "description", "negative_prompt"):
+        if key in data and not isinstance(data[key], str):
+            raise LabInputError(f"scenario.{key}: must be text")
+    if not data["name"].strip():
+        raise LabInputError("scenario.name: must not be empty")
+    if not data["prompt"].strip():
+        raise LabInputError("scenario.prompt: must not be empty (it is the prompt z the edges start from)")
+    build_reward(data["reward"])  # validates the spec, naming the field
+    train = _input_pool(data, "train_inputs", MIN_TRAIN)
+    heldout = _input_pool(data, "heldout_inputs", MIN_HELDOUT)
+    return Scenario(name=data["name"].strip(), prompt=data["prompt"].strip(), reward_spec=data["reward"],
+                    train_inputs=train, heldout_inputs=heldout,
+                    description=data.get("description", ""), negative_prompt=data.get("negative_prompt", ""),
+                    source=source)
+
+
+def _input_pool(data: dict, key: str, minimum: int) -> list[str]:
+    pool = data[key]
+    if not isinstance(pool, list) or not all(isinstance(x, str) for x in pool):
+        raise LabInputError(f"scenario.{key}: must be a list of strings")
+    pool = [x.strip() for x in pool if x.strip()]
+    if len(pool) < minimum:
+        raise LabInputError(f"scenario.{key}: needs at least {minimum} non-empty inputs, got {len(pool)}")
+    return pool

