@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     e = sub.add_parser("edges", help="list edges, methods and their settings")
     e.add_argument("--json", action="store_true")
+    m = sub.add_parser("prepare-model", help="convert the model once to the safetensors cache and load it")
+    m.add_argument("--json", action="store_true")
     return p
 
 
@@ -66,6 +68,7 @@ def convert_summary(run: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -76,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from engine.api import Lab
+    if args.command == "prepare-model":
+        import time
+        from engine.model_loading import load_model_and_tokenizer
+        from engine.settings import load_settings
+        settings = load_settings()
+        t0 = time.perf_counter()
+        model, _, load_s = load_model_and_tokenizer(settings.model, settings.model_cache_dir)
+        n = sum(p.numel() for p in model.parameters())
+        return _print({"model": settings.model, "parameters": n, "load_s": round(load_s, 2),
+                       "total_s": round(time.perf_counter() - t0, 2)}, args.json)
     if args.command == "edges":
         out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
                for e in Lab.edges()]

@@ -144,17 +144,20 @@ class ModelHost:
         for i, s in enumerate(seqs):
             input_ids[i, :len(s)] = torch.tensor(s)
             attn[i, :len(s)] = 1
-        # logits at position j predict token j+1: reply token t sits at len(prefix)+t
+        # logits at position j predict token j+1: reply token t sits at len(prefix)+t. Only positions
+        # from the shortest prefix on are computed (the lm_head over the prompt is wasted work).
+        first = min(len(p) for p in prefixes) - 1
         index = torch.zeros((len(seqs), T), dtype=torch.long)
         targets = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), T), dtype=torch.bool)
         for i, (p, y) in enumerate(zip(prefixes, ys_ids)):
-            index[i, :len(y)] = torch.arange(len(p) - 1, len(p) - 1 + len(y))
+            index[i, :len(y)] = torch.arange(len(p) - 1, len(p) - 1 + len(y)) - first
             targets[i, :len(y)] = torch.tensor(y)
             mask[i, :len(y)] = True
+        keep = torch.arange(first, L)
         with self.use(policy) as model, torch.set_grad_enabled(grad):
-            out = model(input_ids=input_ids, attention_mask=attn, use_cache=False, logits_to_keep=0)
-            logits = out.logits.float()  # (B, L, V)
+            out = model(input_ids=input_ids, attention_mask=attn, use_cache=False, logits_to_keep=keep)
+            logits = out.logits.float()  # (B, L - first, V)
             logits = torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.size(-1)))
         return logits, targets, mask
 

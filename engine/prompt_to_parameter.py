@@ -17,7 +17,7 @@ import torch
 
 from engine.errors import RunCancelled
 from engine.evaluation import kl_to_cached, pad_tables, reply_logprobs, sample_and_score
-from engine.lora import lora_config
+from engine.lora import lora_config, parse_targets
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.policies import BASE, Policy, prompted, with_adapter
 from engine.run_types import Result, RunContext, opt
@@ -43,6 +43,9 @@ class DistillConfig:
     eval_every: int = opt(20, "Steps between live held-out KL / reward points (0 = only at the end).", 0, 2000)
     bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
     seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
+
+    def validate(self) -> None:
+        parse_targets(self.lora_targets)
 
 
 METHODS = {

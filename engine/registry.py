@@ -113,7 +113,10 @@ def build_config(spec: MethodSpec, overrides: dict[str, object]):
         if key not in fields_:
             raise LabInputError(f"{key}: unknown setting for {spec.name}; settings are {', '.join(fields_)}")
         values[key] = _coerce(fields_[key], raw)
-    return spec.config_cls(**values)
+    config = spec.config_cls(**values)
+    if hasattr(config, "validate"):  # cross-field or structured checks the config knows best
+        config.validate()
+    return config
 
 
 def _coerce(f: dict, raw: object):

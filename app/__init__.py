@@ -1,0 +1,1 @@
+"""Triangle Lab's Gradio page."""

@@ -1,0 +1,45 @@
+"""The lab's page: Gradio Blocks with one module per tab. Talks to the engine's API, never to torch."""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from app import tab_about, tab_convert, tab_history
+
+CSS = ".lab-progress {width: 100%; min-width: 300px}"
+
+
+def build_app(lab) -> gr.Blocks:
+    with gr.Blocks(title="Triangle Lab") as demo:
+        gr.Markdown("# Triangle Lab\nPrompt ⇄ parameter ⇄ reward: convert one way of adapting a language "
+                    f"model into another and measure what survives. Model: `{lab.settings.model}`.")
+        selected_run = gr.State(None)
+        with gr.Tab("Convert"):
+            tab_convert.build(lab, selected_run)
+        with gr.Tab("History"):
+            tab_history.build(lab, selected_run)
+        with gr.Tab("About"):
+            tab_about.build(lab)
+
+        def latest_run():
+            runs = lab.runs()
+            active = [r for r in runs if r["status"] in ("running", "queued")]
+            return (active or runs or [{"run_id": None}])[0]["run_id"]
+        demo.load(latest_run, None, selected_run)  # after a reload, watch the active (or last) run
+    return demo
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from engine.api import get_lab
+    lab = get_lab()
+    demo = build_app(lab)
+    demo.queue(default_concurrency_limit=8).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), css=CSS, footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

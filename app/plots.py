@@ -1,0 +1,81 @@
+"""Plot builders: pure functions from stored data to plotly figures (no I/O, no torch)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
+POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
+VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
+
+
+def training_curves(points: list[dict]) -> go.Figure:
+    """Loss, held-out KL and reward against the optimizer step, one panel each."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in CURVES], horizontal_spacing=0.08)
+    df = pd.DataFrame(points or [], columns=["name", "step", "value"])
+    for col, (name, _) in enumerate(CURVES, start=1):
+        d = df[df["name"] == name]
+        fig.add_trace(go.Scatter(x=d["step"], y=d["value"], mode="lines+markers", name=name,
+                                 showlegend=False), row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    fig.update_layout(height=300, margin=dict(l=40, r=20, t=40, b=40), template="plotly_white")
+    return fig
+
+
+def reward_bars(metrics: dict) -> go.Figure:
+    """Mean held-out reward of base, teacher (π0 with z) and student (π0 with the adapter)."""
+    names = [("base", "reward_base"), ("teacher", "reward_teacher"), ("student", "reward_student")]
+    present = [(n, metrics[k]) for n, k in names if metrics.get(k) is not None]
+    fig = go.Figure(go.Bar(x=[n for n, _ in present], y=[v for _, v in present],
+                           marker_color=[POLICY_COLORS[n] for n, _ in present],
+                           text=[f"{v:.3f}" for _, v in present], textposition="outside"))
+    fig.update_layout(title="held-out reward by policy", height=300, template="plotly_white",
+                      margin=dict(l=40, r=20, t=40, b=40), yaxis_title="mean reward")
+    _headroom(fig, [v for _, v in present])
+    return fig
+
+
+def kl_bars(metrics: dict) -> go.Figure:
+    """KL(π0(·|x,z) ‖ π) before (π = base) and after (π = student) training."""
+    items = [(k.replace("kl_", ""), metrics[k]) for k in ("kl_before", "kl_after") if metrics.get(k) is not None]
+    fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items], marker_color=["#7f7f7f", "#d62728"][:len(items)],
+                           text=[f"{v:.4f}" for _, v in items], textposition="outside"))
+    fig.update_layout(title="KL to the prompted teacher (nats/token)", height=300, template="plotly_white",
+                      margin=dict(l=40, r=20, t=40, b=40))
+    _headroom(fig, [v for _, v in items])
+    return fig
+
+
+def triangle(edges: list[dict], selected: str | None = None) -> go.Figure:
+    """The triangle of vertices with its six edges; built edges solid, the selected one bold."""
+    fig = go.Figure()
+    for e in edges:
+        (x0, y0), (x1, y1) = VERTEX_XY[e["from"]], VERTEX_XY[e["to"]]
+        # offset the two directions of one side so both arrows show
+        dx, dy = y1 - y0, x0 - x1
+        norm = math.hypot(dx, dy) or 1
+        off = 0.035
+        ox, oy = dx / norm * off, dy / norm * off
+        sx, sy, tx, ty = x0 + ox + (x1 - x0) * 0.12, y0 + oy + (y1 - y0) * 0.12, x1 + ox - (x1 - x0) * 0.12, y1 + oy - (y1 - y0) * 0.12
+        color = "#d62728" if e["edge"] == selected else ("#1f77b4" if e["available"] else "#c7c7c7")
+        fig.add_annotation(x=tx, y=ty, ax=sx, ay=sy, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowwidth=4 if e["edge"] == selected else 2, arrowcolor=color)
+    for name, (x, y) in VERTEX_XY.items():
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers+text", text=[name], textposition="middle center",
+                                 marker=dict(size=70, color="#f2f2f2", line=dict(color="#333", width=2)),
+                                 showlegend=False, hoverinfo="skip"))
+    fig.update_xaxes(visible=False, range=[-0.2, 1.2])
+    fig.update_yaxes(visible=False, range=[-0.15, 1.0], scaleanchor="x")
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), template="plotly_white")
+    return fig
+
+
+def _headroom(fig: go.Figure, values: list[float]) -> None:
+    """Leave room above (and below) the bars for their value labels."""
+    if values:
+        lo, hi = min(0.0, min(values)), max(0.0, max(values))
+        pad = 0.15 * ((hi - lo) or 1.0)
+        fig.update_yaxes(range=[lo - (pad if lo < 0 else 0), hi + pad])

@@ -1,0 +1,156 @@
+"""Convert tab: pick a scenario and two vertices, a method and its settings, run, watch it train."""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from app import plots, views
+from engine.errors import LabInputError
+
+UPLOAD = "(uploaded file)"
+
+
+def _edge_choices(lab) -> list[tuple[str, str]]:
+    return [(f"{e['from']} → {e['to']}" + ("" if e["available"] else "  (not built yet)"), e["edge"])
+            for e in lab.edges()]
+
+
+def _scenario_markdown(data: dict) -> str:
+    return (f"**{data['name']}** — {data.get('description', '')}\n\n"
+            f"- prompt z: *{data['prompt']}*\n- contrastive z−: *{data.get('negative_prompt') or '—'}*\n"
+            f"- reward: `{json.dumps(data['reward'])}`\n"
+            f"- inputs: {len(data['train_inputs'])} train, {len(data['heldout_inputs'])} held-out")
+
+
+def build(lab, selected_run: gr.State) -> None:
+    edges = lab.edges()
+    with gr.Row():
+        with gr.Column(scale=2):
+            scenario = gr.Dropdown(lab.scenarios() + [UPLOAD], value="sentiment", label="Scenario",
+                                   info="A built-in scenario, or upload a JSON file with the same schema.")
+            upload = gr.File(label="Scenario file (JSON)", file_types=[".json"], visible=False)
+            scenario_info = gr.Markdown(_scenario_markdown(lab.scenario("sentiment")))
+        with gr.Column(scale=2):
+            edge = gr.Radio(_edge_choices(lab), value="prompt->parameter", label="Edge (from → to)",
+                            info="Edges not built yet are greyed out on the triangle and cannot run.",
+                            elem_id="edge-radio")
+            triangle = gr.Plot(plots.triangle(edges, "prompt->parameter"), show_label=False)
+    edge_note = gr.Markdown()
+    method = gr.Dropdown([m["method"] for m in lab.methods("prompt", "parameter")], value="kl", label="Method",
+                         elem_id="method-dropdown")
+    equation = gr.Markdown(_equation(lab, "prompt->parameter", "kl"))
+    status = gr.Markdown(elem_id="convert-status")
+
+    @gr.render(inputs=[edge, method])
+    def settings(edge_name: str, method_name: str):
+        source, target = edge_name.split("->")
+        available = next(e for e in lab.edges() if e["edge"] == edge_name)["available"]
+        if not available or not method_name:
+            gr.Markdown("*This edge is not built yet.*")
+            return
+        fields = lab.method_fields(source, target, method_name)
+        inputs = []
+        with gr.Accordion("Settings", open=True):
+            with gr.Row(equal_height=True):
+                for f in fields:
+                    inputs.append(_field_input(f))
+        run_btn = gr.Button("Run", variant="primary", elem_id="run-button")
+
+        def submit(scen, file, *values):
+            overrides = {f["name"]: v for f, v in zip(fields, values) if v != f["default"]}
+            try:
+                request = lab.prepare(source, target, method_name, _scenario_source(scen, file), overrides)
+            except LabInputError as e:
+                return gr.update(), f"<span style='color:#d62728'>**Cannot run:** {e}</span>"
+            run_id = lab.submit(request)
+            return run_id, f"Submitted run `{run_id}`; it runs in the background — you can reload or close the page."
+        run_btn.click(submit, [scenario, upload, *inputs], [selected_run, status])
+
+    with gr.Row():
+        progress = gr.HTML(views.progress_html(None), elem_id="run-progress")
+        cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
+    curves = gr.Plot(plots.training_curves([]), label="Live curves")
+    with gr.Row():
+        reward_plot = gr.Plot(label="Reward")
+        kl_plot = gr.Plot(label="KL")
+        final = gr.Markdown(elem_id="final-metrics")
+    generations = gr.Dataframe(label="Side-by-side generations on held-out inputs (first sample each)",
+                               wrap=True, elem_id="generations", max_height=700,
+                               column_widths=["16%", "28%", "28%", "28%"])
+
+    # ---- events ----
+    def on_scenario(name, file):
+        if name == UPLOAD:
+            return gr.update(visible=True), (_scenario_markdown(lab.scenario(file)) if file else
+                                             "Upload a scenario JSON file.")
+        return gr.update(visible=False), _scenario_markdown(lab.scenario(name))
+
+    def on_upload(file):
+        if not file:
+            return "Upload a scenario JSON file."
+        try:
+            return _scenario_markdown(lab.scenario(file))
+        except LabInputError as e:
+            return f"<span style='color:#d62728'>**Bad scenario file:** {e}</span>"
+
+    def on_edge(edge_name):
+        source, target = edge_name.split("->")
+        e = next(e for e in lab.edges() if e["edge"] == edge_name)
+        fig = plots.triangle(lab.edges(), edge_name)
+        if not e["available"]:
+            return fig, gr.update(choices=[], value=None), "", \
+                f"**{e['title']}** ({e['section']}) — not built yet in this version of the lab."
+        methods = [m["method"] for m in lab.methods(source, target)]
+        return fig, gr.update(choices=methods, value=methods[0]), _equation(lab, edge_name, methods[0]), \
+            f"**{e['title']}** ({e['section']})"
+
+    def on_method(edge_name, method_name):
+        return _equation(lab, edge_name, method_name) if method_name else ""
+
+    def refresh(run_id):
+        run = lab.run(run_id) if run_id else None
+        if run is None:
+            return views.progress_html(None), gr.update(), gr.update(), gr.update(), "", gr.update()
+        points = lab.points(run_id)
+        done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
+        m = run.get("metrics") or {}
+        return (views.progress_html(run), plots.training_curves(points),
+                plots.reward_bars(m) if m else gr.update(), plots.kl_bars(m) if m else gr.update(),
+                views.metrics_markdown(run), views.side_by_side(lab.samples(run_id)) if done else gr.update())
+
+    scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
+    upload.change(on_upload, upload, scenario_info)
+    edge.change(on_edge, edge, [triangle, method, equation, edge_note])
+    method.change(on_method, [edge, method], equation)
+    cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
+                     selected_run, status)
+    timer = gr.Timer(1.0)
+    watched = [progress, curves, reward_plot, kl_plot, final, generations]
+    timer.tick(refresh, selected_run, watched, show_progress="hidden")
+    selected_run.change(refresh, selected_run, watched, show_progress="hidden")
+
+
+def _equation(lab, edge_name: str, method_name: str) -> str:
+    source, target = edge_name.split("->")
+    m = next((m for m in lab.methods(source, target) if m["method"] == method_name), None)
+    return f"**{m['title']}** — `{m['equation']}`" if m else ""
+
+
+def _scenario_source(name: str, file) -> str:
+    if name == UPLOAD:
+        if not file:
+            raise LabInputError("scenario: choose a JSON file to upload, or pick a built-in scenario")
+        return file
+    return name
+
+
+def _field_input(f: dict):
+    label, info = f["name"], f["help"]
+    if f["type"] == "bool":
+        return gr.Checkbox(value=f["default"], label=label, info=info, min_width=160)
+    if f["type"] in ("int", "float"):
+        rng = f" Range {f['lo']:g} … {f['hi']:g}." if f["lo"] is not None and f["hi"] is not None else ""
+        return gr.Number(value=f["default"], label=label, info=info + rng, precision=0 if f["type"] == "int" else None,
+                         min_width=160, elem_id=f"set-{f['name']}")
+    return gr.Textbox(value=f["default"], label=label, info=info, min_width=160, elem_id=f"set-{f['name']}")

@@ -1,0 +1,68 @@
+"""Turning stored runs into what the page shows: tables, progress bars, numbers (pure functions)."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+POLICY_ORDER = ["base", "teacher", "student"]
+POLICY_TITLES = {"base": "base π0", "teacher": "π0 + prompt (teacher)", "student": "π0 + adapter (student)"}
+
+
+def side_by_side(samples: list[dict], sample_index: int = 0) -> pd.DataFrame:
+    """One row per held-out input; one column per policy with its generation and reward."""
+    if not samples:
+        return pd.DataFrame(columns=["input"])
+    df = pd.DataFrame(samples)
+    df = df[df["sample_index"] == sample_index]
+    means = pd.DataFrame(samples).groupby("policy")["reward"].mean()
+    policies = [p for p in POLICY_ORDER if p in set(df["policy"])] + sorted(set(df["policy"]) - set(POLICY_ORDER))
+    table = pd.DataFrame({"input": list(dict.fromkeys(df["input"]))})
+    for p in policies:
+        d = df[df["policy"] == p].drop_duplicates("input").set_index("input")
+        title = f"{POLICY_TITLES.get(p, p)} · mean r={means[p]:.3f}"
+        table[title] = [f"{d.loc[x, 'output']}  [r={d.loc[x, 'reward']:.2f}]" if x in d.index else ""
+                        for x in table["input"]]
+    return table
+
+
+def progress_html(run: dict | None) -> str:
+    """A progress bar with the run's stage; colour by status."""
+    if not run:
+        return "<div class='lab-progress'><em>No run selected.</em></div>"
+    pct = int(round(100 * (run.get("progress") or 0)))
+    colors = {"succeeded": "#2ca02c", "failed": "#d62728", "cancelled": "#7f7f7f", "interrupted": "#ff7f0e"}
+    color = colors.get(run["status"], "#1f77b4")
+    stage = html.escape(run.get("stage") or "")
+    label = f"{run['status']} · {pct}% · {stage}"
+    return (f"<div class='lab-progress' data-status='{run['status']}'>"
+            f"<div style='font-size:0.9em;margin-bottom:4px'>run <code>{run['run_id']}</code> · "
+            f"{html.escape(run['edge'])} · {html.escape(run['method'])} · {html.escape(run['scenario'])}</div>"
+            f"<div style='background:#eee;border-radius:6px;height:18px;width:100%'>"
+            f"<div style='background:{color};height:18px;border-radius:6px;width:{pct}%'></div></div>"
+            f"<div style='font-size:0.85em;margin-top:4px'>{html.escape(label)}</div></div>")
+
+
+def metrics_markdown(run: dict | None) -> str:
+    if not run:
+        return ""
+    if run["status"] == "failed":
+        return f"**Run failed.** {run.get('error') or ''}".split("\nTraceback")[0]
+    m = run.get("metrics") or {}
+    if not m:
+        return ""
+    rows = "\n".join(f"| `{k}` | {v:.4f} |" if isinstance(v, (int, float)) else f"| `{k}` | {v} |"
+                     for k, v in m.items())
+    dur = f" in {run['duration_s']:.0f} s" if run.get("duration_s") else ""
+    return f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    cols = ["run_id", "created", "edge", "method", "scenario", "status", "progress", "duration_s", "key metrics"]
+    rows = []
+    for r in runs:
+        m = r.get("metrics") or {}
+        key = ", ".join(f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, (int, float)))
+        rows.append([r["run_id"], r["created_at"], r["edge"], r["method"], r["scenario"], r["status"],
+                     f"{100 * (r.get('progress') or 0):.0f}%", r.get("duration_s"), key])
+    return pd.DataFrame(rows, columns=cols)

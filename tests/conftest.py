@@ -1,0 +1,41 @@
+"""Shared fixtures. The embedded model loads once per test session (from the safetensors cache)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+from engine.settings import REPO_ROOT, Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir():
+    # the cache `make setup` fills; tests reuse it instead of converting the GGUF again
+    return REPO_ROOT / "data" / "model-cache"
+
+
+@pytest.fixture(scope="session")
+def host(model_cache_dir):
+    from engine.model_host import ModelHost
+    return ModelHost("embedded", model_cache_dir)
+
+
+@pytest.fixture
+def settings(tmp_path, model_cache_dir):
+    # a fresh data dir per test, sharing the converted model through a symlink
+    (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
+    return Settings(model="embedded", data_dir=tmp_path, db_url=f"sqlite:///{tmp_path / 'lab.sqlite'}", threads=2)
+
+
+@pytest.fixture
+def lab(settings, host):
+    from engine.api import Lab
+    return Lab(settings=settings, host_factory=lambda: host)
+
+
+TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12,
+        "eval_every": 2, "teacher_samples": 1}

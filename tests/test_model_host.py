@@ -1,0 +1,50 @@
+"""The model host on the embedded model: one copy of the weights serving every policy."""
+import torch
+
+from engine.lora import lora_config
+from engine.policies import BASE, prompted, with_adapter
+
+
+def test_batched_scoring_matches_one_sequence_at_a_time(host):
+    xs = ["Describe your morning.", "Write one sentence about trains, please, right now."]
+    ys = [host.reply_ids("It was lovely and sunny."), host.reply_ids("Trains are fast.")]
+    policy = prompted("Be happy.")
+    logits, targets, mask = host.batch_logits(policy, xs, ys)
+    for i in range(2):
+        p = host.prefix_ids(policy, xs[i])
+        with torch.no_grad():
+            full = host.model(input_ids=torch.tensor([p + ys[i]])).logits[0]
+        ref = full[len(p) - 1:len(p) - 1 + len(ys[i])]
+        assert torch.allclose(ref, logits[i, :len(ys[i])], atol=1e-3)
+        assert targets[i, :len(ys[i])].tolist() == ys[i] and int(mask[i].sum()) == len(ys[i])
+
+
+def test_prompt_changes_the_distribution_and_neutral_system_is_explicit(host):
+    assert "You are a helpful assistant." in host.tok.decode(host.prefix_ids(BASE, "hi"))
+    x, y = ["Tell me about rain."], [host.reply_ids("Rain is wonderful!")]
+    lp_base = host.sequence_logprobs(BASE, x, y)[0]
+    lp_happy = host.sequence_logprobs(prompted("You are extremely cheerful and positive."), x, y)[0]
+    assert lp_happy != lp_base
+
+
+def test_generation_is_seeded_and_ends_with_eos(host):
+    a = host.generate(BASE, ["Name a colour."], n_samples=2, max_new_tokens=8, seed=3)
+    b = host.generate(BASE, ["Name a colour."], n_samples=2, max_new_tokens=8, seed=3)
+    assert a.texts == b.texts and len(a.texts[0]) == 2
+    for ids in a.token_ids[0]:
+        assert len(ids) <= 8 and (host.eos_id not in ids or ids[-1] == host.eos_id)
+
+
+def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):
+    n_before = sum(p.numel() for p in host.model.parameters())
+    host.add_lora("t-adapter", lora_config(4, 8, "q_proj,v_proj"))
+    x, y = ["Hi"], [host.reply_ids("Hello there.")]
+    # a fresh LoRA (B = 0) is exactly the base policy
+    assert abs(host.sequence_logprobs(with_adapter("t-adapter"), x, y)[0] - host.sequence_logprobs(BASE, x, y)[0]) < 1e-4
+    with torch.no_grad():
+        for p in host.trainable_parameters("t-adapter"):
+            p.add_(0.05)
+    assert abs(host.sequence_logprobs(with_adapter("t-adapter"), x, y)[0] - host.sequence_logprobs(BASE, x, y)[0]) > 1e-3
+    host.delete_adapter("t-adapter")
+    assert "t-adapter" not in host.adapters
+    assert sum(p.numel() for p in host.model.parameters()) == n_before

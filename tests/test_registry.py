@@ -1,0 +1,47 @@
+"""The edge registry and config validation: what the page's menus and the CLI's --set rely on."""
+import pytest
+
+from engine.errors import LabInputError
+from engine.jobs import prepare
+from engine.registry import EDGES, build_config, get_edge, get_method
+
+
+def test_six_edges_listed_and_prompt_to_parameter_built():
+    assert len(EDGES) == 6
+    assert {e.name for e in EDGES.values()} == {"prompt->parameter", "parameter->prompt", "reward->parameter",
+                                                 "parameter->reward", "prompt->reward", "reward->prompt"}
+    assert set(get_edge("prompt", "parameter").methods) == {"kl", "imitation"}
+
+
+def test_method_defaults_and_overrides_are_typed():
+    edge = get_edge("prompt", "parameter")
+    assert build_config(get_method(edge, "imitation"), {}).lr == 1e-4
+    cfg = build_config(get_method(edge, "kl"), {"steps": "12", "lr": "5e-4", "bf16": "false"})
+    assert (cfg.steps, cfg.lr, cfg.bf16) == (12, 5e-4, False)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"stepz": "3"}, "stepz: unknown setting"),
+    ({"steps": "ten"}, "steps: 'ten' is not a whole number"),
+    ({"steps": "2.5"}, "steps: '2.5' is not a whole number"),
+    ({"steps": "0"}, "steps: 0 is out of range"),
+    ({"lr": "nan"}, "lr: 'nan' is not a number"),
+    ({"lr": "5"}, "lr: 5.0 is out of range"),
+    ({"lora_targets": "q_proj,banana"}, "banana is not a module"),
+])
+def test_bad_settings_are_clear(overrides, message):
+    spec = get_method(get_edge("prompt", "parameter"), "kl")
+    with pytest.raises(LabInputError, match=message):
+        build_config(spec, overrides)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("prompt", "banana", None, "sentiment"), "vertex 'banana' is unknown"),
+    (("prompt", "prompt", None, "sentiment"), "must be different"),
+    (("reward", "prompt", None, "sentiment"), "not built yet"),
+    (("prompt", "parameter", "sgd", "sentiment"), "method 'sgd' is unknown"),
+    (("prompt", "parameter", "kl", "nosuch"), "neither a built-in"),
+])
+def test_bad_requests_are_refused_before_anything_is_written(args, message):
+    with pytest.raises(LabInputError, match=message):
+        prepare(*args)
