@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-import gradio as gr
+if __package__ in (None, ""):  # run as a file, e.g. a Hugging Face Space's `app_file: app/main.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import tab_about, tab_convert, tab_history
+import gradio as gr  # noqa: E402
+
+from app import tab_about, tab_convert, tab_history  # noqa: E402
 
 CSS = ".lab-progress {width: 100%; min-width: 300px}"
 
@@ -31,7 +36,8 @@ def build_app(lab) -> gr.Blocks:
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if os.environ.get("LAB_MODEL", "embedded") == "embedded":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model needs no network at all
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from engine.api import get_lab
     lab = get_lab()

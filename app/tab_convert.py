@@ -148,9 +148,10 @@ def _scenario_source(name: str, file) -> str:
 def _field_input(f: dict):
     label, info = f["name"], f["help"]
     if f["type"] == "bool":
-        return gr.Checkbox(value=f["default"], label=label, info=info, min_width=160)
+        return gr.Checkbox(value=f["default"], label=label, info=info, min_width=160, interactive=True,
+                           elem_id=f"set-{f['name']}")
     if f["type"] in ("int", "float"):
         rng = f" Range {f['lo']:g} … {f['hi']:g}." if f["lo"] is not None and f["hi"] is not None else ""
         return gr.Number(value=f["default"], label=label, info=info + rng, precision=0 if f["type"] == "int" else None,
-                         min_width=160, elem_id=f"set-{f['name']}")
-    return gr.Textbox(value=f["default"], label=label, info=info, min_width=160, elem_id=f"set-{f['name']}")
+                         min_width=160, elem_id=f"set-{f['name']}", interactive=True)
+    return gr.Textbox(value=f["default"], label=label, info=info, min_width=160, elem_id=f"set-{f['name']}", interactive=True)

@@ -234,13 +234,19 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """One token per row from (B, V) logits; temperature 0 is greedy."""
+    """One token per row from (B, V) logits by the Gumbel-max trick; temperature 0 is greedy.
+
+    argmax(log p + g) with g ~ Gumbel(0, 1) is an exact sample from p. Drawing g from a seeded generator
+    couples policies: with the same seed, two close policies pick the same tokens wherever their
+    distributions agree, so differences in their rewards are measured with far less noise.
+    """
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, -1)
+    logp = torch.log_softmax(logits / temperature, -1)
     if top_p < 1.0:
-        probs = top_p_filter(probs, top_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        logp = top_p_filter(logp.exp(), top_p).log()
+    u = torch.rand(logp.shape, generator=gen).clamp_(min=1e-20)
+    return (logp - torch.log(-torch.log(u))).argmax(-1)
 
 
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:

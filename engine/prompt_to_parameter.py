@@ -27,7 +27,7 @@ EDGE = "prompt->parameter"
 
 @dataclass(frozen=True)
 class DistillConfig:
-    steps: int = opt(60, "Optimizer steps on the LoRA adapter.", 1, 2000)
+    steps: int = opt(40, "Optimizer steps on the LoRA adapter.", 1, 2000)
     batch_size: int = opt(8, "Teacher samples per optimizer step.", 1, 64)
     lr: float = opt(1e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
     lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
@@ -35,12 +35,12 @@ class DistillConfig:
     lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
     teacher_samples: int = opt(2, "Teacher samples y ~ π0(·|x,z) per train input.", 1, 32)
     teacher_temperature: float = opt(1.0, "Sampling temperature of the teacher's training samples.", 0.05, 2.0)
-    max_new_tokens: int = opt(48, "Longest reply sampled, in tokens.", 4, 256)
+    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
-    n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
     eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
     eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
-    eval_every: int = opt(20, "Steps between live held-out KL / reward points (0 = only at the end).", 0, 2000)
+    eval_every: int = opt(10, "Steps between live held-out KL / reward points (0 = only at the end).", 0, 2000)
     bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
     seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
 
@@ -167,9 +167,9 @@ def _loss(method, host, student, train, teacher_tables, idx, bf16: bool) -> torc
 
 def _live_eval(config, host, student, eval_tables, held_teacher, reward) -> dict[str, float]:
     """Cheap points for the live curves: KL on a slice of the held-out set, reward of one sample each."""
-    n = min(32, len(eval_tables))
+    n = min(16, len(eval_tables))
     kl = kl_to_cached(host, eval_tables[:n], student, held_teacher.inputs[:n], held_teacher.token_ids[:n])
-    xs = list(dict.fromkeys(held_teacher.inputs))[:16]
+    xs = list(dict.fromkeys(held_teacher.inputs))[:12]
     scored = sample_and_score(host, student, xs, reward, 1, config.max_new_tokens, config.eval_temperature,
                               config.seed + 7)
     return {"kl_heldout": kl, "reward": scored.mean_reward}

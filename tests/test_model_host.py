@@ -12,8 +12,8 @@ def test_batched_scoring_matches_one_sequence_at_a_time(host):
     logits, targets, mask = host.batch_logits(policy, xs, ys)
     for i in range(2):
         p = host.prefix_ids(policy, xs[i])
-        with torch.no_grad():
-            full = host.model(input_ids=torch.tensor([p + ys[i]])).logits[0]
+        with torch.no_grad(), host.use(policy) as model:
+            full = model(input_ids=torch.tensor([p + ys[i]])).logits[0]
         ref = full[len(p) - 1:len(p) - 1 + len(ys[i])]
         assert torch.allclose(ref, logits[i, :len(ys[i])], atol=1e-3)
         assert targets[i, :len(ys[i])].tolist() == ys[i] and int(mask[i].sum()) == len(ys[i])

@@ -1,0 +1,87 @@
+"""What carries a prompt's behaviour into the adapter? A sweep over context-distillation settings.
+
+Base and teacher held-out samples (and the teacher's KL tables) are computed once and shared; each
+variant trains its own adapter and is scored on the same coupled held-out samples. Prints one line
+per variant: KL before/after, rewards, and the fraction of the teacher's reward gain kept.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from engine import prompt_to_parameter as p2p  # noqa: E402
+from engine.evaluation import kl_to_cached, reply_logprobs, sample_and_score  # noqa: E402
+from engine.model_host import ModelHost  # noqa: E402
+from engine.policies import BASE, prompted, with_adapter  # noqa: E402
+from engine.registry import EDGES, build_config  # noqa: E402
+from engine.run_types import RunContext  # noqa: E402
+from engine.scenarios import load_scenario  # noqa: E402
+from engine.settings import REPO_ROOT  # noqa: E402
+
+VARIANTS = {
+    "default": {},
+    "teacher_T0.7": {"teacher_temperature": 0.7},
+    "all_linear": {"lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+    "lr3e-3": {"lr": 3e-3},
+    "steps80": {"steps": 80},
+    "samples4": {"teacher_samples": 4},
+    "imitation": {"method": "imitation"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", default="sentiment")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    host = ModelHost("embedded", REPO_ROOT / "data" / "model-cache")
+    sc = load_scenario(args.scenario)
+    reward = sc.reward()
+    base_cfg = build_config(EDGES["prompt->parameter"].methods["kl"], {})
+    held_x = sc.heldout_inputs[:base_cfg.n_heldout or None]
+    teacher = prompted(sc.prompt, "teacher")
+    held = dict(n_samples=base_cfg.eval_samples, max_new_tokens=base_cfg.max_new_tokens,
+                temperature=base_cfg.eval_temperature, seed=base_cfg.seed + 1)
+    h_teacher = sample_and_score(host, teacher, held_x, reward, **held)
+    h_base = sample_and_score(host, BASE, held_x, reward, **held)
+    tables = reply_logprobs(host, teacher, h_teacher.inputs, h_teacher.token_ids)
+    kl_before = kl_to_cached(host, tables, BASE, h_teacher.inputs, h_teacher.token_ids)
+    print(json.dumps({"kl_before": kl_before, "reward_base": h_base.mean_reward,
+                      "reward_teacher": h_teacher.mean_reward}), flush=True)
+    for name in args.variants.split(","):
+        over = dict(VARIANTS[name])
+        method = over.pop("method", "kl")
+        cfg = build_config(EDGES["prompt->parameter"].methods[method], {**over, "eval_every": 0})
+        t0 = time.perf_counter()
+        train = sample_and_score(host, teacher, sc.train_inputs[:cfg.n_train or None], reward, cfg.teacher_samples,
+                                 cfg.max_new_tokens, cfg.teacher_temperature, cfg.seed)
+        t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16) \
+            if method == "kl" else None
+        student = with_adapter(f"sweep-{name}", "student")
+        host.add_lora(student.adapter, p2p._lora(cfg))
+        ctx = RunContext(host, sc, name, Path("/tmp"), lambda *a, **k: None)
+        p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)
+        h_student = sample_and_score(host, student, held_x, reward, **held)
+        kl_after = kl_to_cached(host, tables, student, h_teacher.inputs, h_teacher.token_ids)
+        host.delete_adapter(student.adapter)
+        kept = p2p.gain_kept(h_base.mean_reward, h_teacher.mean_reward, h_student.mean_reward)
+        print(json.dumps({"variant": name, "kl_after": round(kl_after, 4), "kl_ratio": round(kl_after / kl_before, 3),
+                          "reward_student": round(h_student.mean_reward, 4), "gain_kept": round(kept, 3),
+                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

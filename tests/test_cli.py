@@ -1,0 +1,78 @@
+"""`python -m engine` as a user scripts it: JSON on stdout, exit codes 0 / 2 / 1."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY
+from engine.settings import REPO_ROOT
+
+
+@pytest.fixture
+def cli(tmp_path, model_cache_dir):
+    (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
+    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args, **extra_env):
+        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO_ROOT, capture_output=True,
+                              text=True, env={**env, **extra_env}, timeout=600)
+    return run
+
+
+def _sets(cfg: dict) -> list[str]:
+    return [a for k, v in cfg.items() for a in ("--set", f"{k}={v}")]
+
+
+def test_convert_prints_the_documented_json_then_runs_and_show_find_it(cli):
+    p = cli("convert", "--from", "prompt", "--to", "parameter", "--scenario", "sentiment", "--method", "imitation",
+            *_sets({**TINY, "steps": 2}), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert set(out) >= {"run_id", "status", "edge", "method", "scenario", "duration_s", "metrics", "artifact"}
+    assert (out["status"], out["edge"], out["method"], out["scenario"]) == \
+        ("succeeded", "prompt->parameter", "imitation", "sentiment")
+    assert set(out["metrics"]) >= {"kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student"}
+    assert out["artifact"]["kind"] == "adapter" and os.path.isdir(out["artifact"]["path"])
+    runs = json.loads(cli("runs", "--json").stdout)
+    assert [r["run_id"] for r in runs] == [out["run_id"]]
+    shown = json.loads(cli("show", out["run_id"], "--json").stdout)
+    assert shown["metrics"] == out["metrics"] and len(shown["samples"]) == 3 * TINY["n_heldout"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenario", "nosuch"], "neither a built-in"),
+    (["--scenario", "sentiment", "--method", "sgd"], "method 'sgd' is unknown"),
+    (["--scenario", "sentiment", "--set", "steps=-1"], "steps: -1 is out of range"),
+    (["--scenario", "sentiment", "--set", "lr=fast"], "lr: 'fast' is not a number"),
+    (["--scenario", "sentiment", "--set", "colour=red"], "colour: unknown setting"),
+    (["--scenario", "sentiment", "--set", "steps"], "expected key=value"),
+])
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(cli, args, message):
+    p = cli("convert", "--from", "prompt", "--to", "parameter", *args, "--json")
+    assert p.returncode == 2 and message in p.stderr and p.stdout == ""
+    assert json.loads(cli("runs", "--json").stdout) == []
+
+
+def test_empty_prompt_in_a_scenario_file_is_bad_input(cli, tmp_path):
+    from engine.scenarios import load_scenario
+    data = load_scenario("sentiment").to_dict() | {"prompt": ""}
+    f = tmp_path / "empty.json"
+    f.write_text(json.dumps(data))
+    p = cli("convert", "--from", "prompt", "--to", "parameter", "--scenario", str(f), "--json")
+    assert p.returncode == 2 and "scenario.prompt: must not be empty" in p.stderr
+
+
+def test_a_run_that_fails_exits_1_and_is_stored_as_failed(cli):
+    p = cli("convert", "--from", "prompt", "--to", "parameter", "--scenario", "sentiment",
+            *_sets(TINY), "--json", LAB_MODEL="/nonexistent/model-dir")
+    assert p.returncode == 1
+    out = json.loads(p.stdout)
+    assert out["status"] == "failed" and out["error"]
+    assert json.loads(cli("runs", "--json").stdout)[0]["status"] == "failed"
+
+
+def test_unknown_run_id_is_bad_input(cli):
+    p = cli("show", "doesnotexist", "--json")
+    assert p.returncode == 2 and "no run with id" in p.stderr
