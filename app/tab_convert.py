@@ -108,16 +108,20 @@ def build(lab, selected_run: gr.State) -> None:
     def on_method(edge_name, method_name):
         return _equation(lab, edge_name, method_name) if method_name else ""
 
-    def refresh(run_id):
+    def refresh(run_id, last_sig):
+        """Redraw only when the run changed (status, progress or a new curve point)."""
         run = lab.run(run_id) if run_id else None
         if run is None:
-            return views.progress_html(None), gr.update(), gr.update(), gr.update(), "", gr.update()
+            return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None)
         points = lab.points(run_id)
+        sig = (run_id, run["status"], run["progress"], run["stage"], len(points))
+        if sig == last_sig:
+            return (gr.skip(),) * 6 + (last_sig,)
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         return (views.progress_html(run), plots.training_curves(points),
-                plots.reward_bars(m) if m else gr.update(), plots.kl_bars(m) if m else gr.update(),
-                views.metrics_markdown(run), views.side_by_side(lab.samples(run_id)) if done else gr.update())
+                plots.reward_bars(m) if m else None, plots.kl_bars(m) if m else None,
+                views.metrics_markdown(run), views.side_by_side(lab.samples(run_id)) if done else None, sig)
 
     scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
     upload.change(on_upload, upload, scenario_info)
@@ -125,10 +129,11 @@ def build(lab, selected_run: gr.State) -> None:
     method.change(on_method, [edge, method], equation)
     cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
                      selected_run, status)
+    last_sig = gr.State(None)
     timer = gr.Timer(1.0)
-    watched = [progress, curves, reward_plot, kl_plot, final, generations]
-    timer.tick(refresh, selected_run, watched, show_progress="hidden")
-    selected_run.change(refresh, selected_run, watched, show_progress="hidden")
+    watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig]
+    timer.tick(refresh, [selected_run, last_sig], watched, show_progress="hidden")
+    selected_run.change(refresh, [selected_run, gr.State(None)], watched, show_progress="hidden")
 
 
 def _equation(lab, edge_name: str, method_name: str) -> str:

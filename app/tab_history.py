@@ -17,6 +17,12 @@ def build(lab, selected_run: gr.State) -> None:
         run_id = df.iloc[evt.index[0]]["run_id"]
         return run_id, f"Selected run `{run_id}`."
 
+    def poll(last):
+        runs = lab.runs()
+        sig = tuple((r["run_id"], r["status"], r["progress"]) for r in runs)
+        return (gr.skip(), last) if sig == last else (views.runs_table(runs), sig)
+
+    last = gr.State(None)
     table.select(pick, table, [selected_run, picked])
     refresh_btn.click(lambda: views.runs_table(lab.runs()), None, table)
-    gr.Timer(3.0).tick(lambda: views.runs_table(lab.runs()), None, table, show_progress="hidden")
+    gr.Timer(3.0).tick(poll, last, [table, last], show_progress="hidden")

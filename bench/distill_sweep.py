@@ -51,7 +51,7 @@ def main() -> None:
     sc = load_scenario(args.scenario)
     reward = sc.reward()
     base_cfg = build_config(EDGES["prompt->parameter"].methods["kl"], {})
-    held_x = sc.heldout_inputs[:base_cfg.n_heldout or None]
+    held_x = sc.heldout_inputs  # all of them: the sweep compares small differences
     teacher = prompted(sc.prompt, "teacher")
     held = dict(n_samples=base_cfg.eval_samples, max_new_tokens=base_cfg.max_new_tokens,
                 temperature=base_cfg.eval_temperature, seed=base_cfg.seed + 1)
@@ -70,7 +70,7 @@ def main() -> None:
                                  cfg.max_new_tokens, cfg.teacher_temperature, cfg.seed)
         t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16) \
             if method == "kl" else None
-        student = with_adapter(f"sweep-{name}", "student")
+        student = with_adapter(f"sweep-{name.replace('.', '_')}", "student")
         host.add_lora(student.adapter, p2p._lora(cfg))
         ctx = RunContext(host, sc, name, Path("/tmp"), lambda *a, **k: None)
         p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)

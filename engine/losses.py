@@ -30,3 +30,15 @@ def imitation_loss(student_logits: torch.Tensor, targets: torch.Tensor, mask: to
     """
     logp = torch.log_softmax(student_logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return -masked_mean(logp, mask)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry reward-model loss: mean of −log σ(r(x, y+) − r(x, y−)).
+
+    Args:
+        r_chosen: (B,) rewards of the preferred replies y+.
+        r_rejected: (B,) rewards of the other replies y− (same inputs).
+    Returns:
+        scalar; log 2 when the rewards cannot tell the pair apart.
+    """
+    return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()

@@ -56,13 +56,31 @@ def _distill_methods() -> dict[str, MethodSpec]:
     }
 
 
+def _prompt_reward_methods() -> dict[str, MethodSpec]:
+    from engine import prompt_to_reward as p2r
+    metrics = ("pair_accuracy", "spearman", "n_pairs")
+    cfg, run = p2r.PromptRewardConfig, p2r.run
+    return {
+        "contrastive": MethodSpec("contrastive", "Contrastive scoring with a prompt pair",
+                                  "R(x,y) = log π0(y|x,z+) − log π0(y|x,z−)   (Eq. 15)",
+                                  cfg, p2r.METHODS["contrastive"], run, metrics),
+        "judge": MethodSpec("judge", "Direct prompting: the model as a judge",
+                            "r(x,y) = Σ_s s · π0(s|x,y,z), s ∈ 1..9   (Eq. 14)",
+                            cfg, p2r.METHODS["judge"], run, metrics),
+        "bradley-terry": MethodSpec("bradley-terry", "Contrastive prompting pairs → Bradley-Terry reward model",
+                                    "y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−);  min −log σ(r(x,y+) − r(x,y−))",
+                                    cfg, p2r.METHODS["bradley-terry"], run, metrics),
+    }
+
+
 def _edges() -> dict[str, EdgeSpec]:
     specs = [
         EdgeSpec("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10", _distill_methods()),
         EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13"),
         EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3"),
         EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7"),
-        EdgeSpec("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15"),
+        EdgeSpec("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15",
+                 _prompt_reward_methods()),
         EdgeSpec("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18"),
     ]
     return {e.name: e for e in specs}
@@ -100,7 +118,8 @@ def config_fields(spec: MethodSpec) -> list[dict]:
     for f in dataclasses.fields(spec.config_cls):
         out.append({"name": f.name, "type": hints[f.name].__name__,
                     "default": spec.defaults.get(f.name, getattr(base, f.name)),
-                    "help": f.metadata.get("help", ""), "lo": f.metadata.get("lo"), "hi": f.metadata.get("hi")})
+                    "help": f.metadata.get("help", ""), "lo": f.metadata.get("lo"), "hi": f.metadata.get("hi"),
+                    "choices": f.metadata.get("choices")})
     return out
 
 
@@ -141,4 +160,6 @@ def _coerce(f: dict, raw: object):
         raise LabInputError(f"{name}: {value} is out of range; allowed {lo} … {hi}")
     if kind == "str" and not value.strip():
         raise LabInputError(f"{name}: must not be empty")
+    if f.get("choices") and value not in f["choices"]:
+        raise LabInputError(f"{name}: {value!r} is not one of {', '.join(map(str, f['choices']))}")
     return value

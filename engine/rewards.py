@@ -79,3 +79,70 @@ def length_reward(spec: dict) -> Reward:
     def reward(inputs: list[str], outputs: list[str]) -> list[float]:
         return [-abs(len(WORD_RE.findall(y)) - target) / target for y in outputs]
     return reward
+
+
+# ---------- rewards read off the model (prompt->reward artifacts) ----------
+def build_model_reward(spec: dict, host) -> Reward:
+    """Rebuild a model-based reward from the JSON spec a prompt->reward run stores:
+    {"kind": "judge" | "contrastive" | "bradley-terry", ...}. `host` serves the base model π0.
+
+    The reference rewards above need no model; these do, so torch is imported only here.
+    """
+    from engine.reward_models import build
+    return build(spec, host)
+
+
+# ---------- agreement between two rewards (pure; no model) ----------
+def pair_accuracy(derived: list[float], reference: list[float], groups: list) -> tuple[float | None, int]:
+    """How often `derived` orders two outputs of the same input like `reference` does.
+
+    Args:
+        derived, reference: one score per output.
+        groups: one key per output (its input); only pairs within a group are compared.
+    Returns:
+        (accuracy, n_pairs). Pairs tied in the reference are skipped; a tie in `derived` counts as half
+        right. accuracy is None when there is no pair to compare.
+    """
+    by_group: dict = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    right, n = 0.0, 0
+    for idx in by_group.values():
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                i, j = idx[a], idx[b]
+                ref = reference[i] - reference[j]
+                if ref == 0:
+                    continue
+                d = derived[i] - derived[j]
+                right += 0.5 if d == 0 else float((d > 0) == (ref > 0))
+                n += 1
+    return (right / n if n else None), n
+
+
+def average_ranks(values: list[float]) -> list[float]:
+    """Ranks 1..n of `values`; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman rank correlation: Pearson correlation of the average ranks. None if either is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    n = len(ra)
+    if n < 2:
+        return None
+    ma, mb = sum(ra) / n, sum(rb) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    return cov / (va * vb) ** 0.5 if va > 0 and vb > 0 else None

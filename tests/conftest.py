@@ -14,8 +14,11 @@ from engine.settings import REPO_ROOT, Settings  # noqa: E402
 
 @pytest.fixture(scope="session")
 def model_cache_dir():
-    # the cache `make setup` fills; tests reuse it instead of converting the GGUF again
-    return REPO_ROOT / "data" / "model-cache"
+    # the cache `make setup` fills; tests reuse it (converting the GGUF once if it is missing)
+    from engine.model_loading import resolve_model_dir
+    cache = REPO_ROOT / "data" / "model-cache"
+    resolve_model_dir("embedded", cache)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -36,3 +36,14 @@ def test_background_run_can_be_cancelled_and_leaves_nothing(lab):
     assert run["status"] == "cancelled"
     assert lab.points(run_id) == [] and lab.samples(run_id) == [] and run["artifacts"] == []
     assert not (lab.settings.artifacts_dir / run_id).exists()
+
+
+def test_a_run_left_running_by_a_dead_process_is_interrupted_at_start(settings, host):
+    from engine.api import Lab
+    from storage import Store
+    store = Store(settings.db_url)
+    rid = store.create_run("prompt->parameter", "kl", "sentiment", {})
+    store.mark_started(rid, owner="999999999@" + __import__("socket").gethostname())
+    Lab(settings=settings, host_factory=lambda: host)  # a new process of the lab starts
+    run = store.get_run(rid)
+    assert run["status"] == "interrupted" and run["finished_at"] is not None

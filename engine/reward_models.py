@@ -1,0 +1,282 @@
+"""Rewards read off the base model π0 (2406.16377 §6), as plain callables `(inputs, outputs) -> list[float]`.
+
+  judge          Eq. 14  r(x,y) = π0(s | x, y, z): the probability-weighted mean of the score digits
+                         "1".."9" right after a grading prompt z and "Score: " (G-Eval style; no parsing)
+  contrastive    Eq. 15  R(x,y) = log π0(y|x,z+) − log π0(y|x,z−), per token, summed (or averaged)
+  bradley-terry  a linear head on π0's mean-pooled last hidden states over the reply (π0 frozen),
+                 trained with −log σ(r(x,y+) − r(x,y−)) on preference pairs: RLCD pairs
+                 y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−), or a user's JSONL file {"prompt","chosen","rejected"}
+
+Each kind is rebuilt from the JSON spec a run stores by `build(spec, host)`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.errors import LabInputError
+from engine.losses import bradley_terry_loss
+from engine.policies import BASE, Policy, prompted
+
+Reward = Callable[[list[str], list[str]], list[float]]
+SCORE_PREFIX = "Score: "          # the judge's reply starts here; the next token is the score digit
+SCORES = tuple(range(1, 10))      # "1".."9": single tokens in SmolLM2's vocabulary
+BATCH = 16
+
+
+# ---------- the math (pure) ----------
+def judge_score(logits: torch.Tensor, score_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Eq. 14 read as an expectation: Σ_s s · π0(s | x, y, z), renormalized over the score tokens.
+
+    Args:
+        logits: (B, V) next-token logits right after "Score: ".
+        score_ids: (K,) token ids of the scores ("1".."9").
+        values: (K,) the number each score token stands for.
+    Returns:
+        (B,) expected score, in [min(values), max(values)].
+    """
+    p = torch.softmax(logits[:, score_ids].float(), -1)  # (B, K)
+    return p @ values.to(p.dtype)
+
+
+def contrastive_token_scores(logits_plus: torch.Tensor, logits_minus: torch.Tensor, targets: torch.Tensor,
+                             mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 15 per token: log π0(y_t | x, z+, y<t) − log π0(y_t | x, z−, y<t), 0 at padding.
+
+    Args:
+        logits_plus, logits_minus: (B, T, V) teacher-forced logits under z+ and z−.
+        targets: (B, T) reply tokens y_t.  mask: (B, T) True at reply tokens.
+    Returns:
+        (B, T) per-token scores.
+    """
+    def logp(logits):
+        return torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (logp(logits_plus) - logp(logits_minus)) * mask
+
+
+def contrastive_score(token_scores: torch.Tensor, mask: torch.Tensor, aggregate: str = "sum") -> torch.Tensor:
+    """Eq. 15 per sequence: "sum" is log π0(y|x,z+)/π0(y|x,z−); "mean" divides it by the reply length."""
+    total = (token_scores * mask).sum(-1)
+    return total if aggregate == "sum" else total / mask.sum(-1).clamp(min=1)
+
+
+# ---------- judge (Eq. 14) ----------
+def judge_reward(spec: dict, host) -> Reward:
+    system, template = _field(spec, "system"), _field(spec, "template")
+    policy = Policy(system=system, label="judge")
+    prefix = host.tok(SCORE_PREFIX, add_special_tokens=False)["input_ids"]
+    score_ids = torch.tensor([host.tok.convert_tokens_to_ids(str(s)) for s in SCORES])
+    values = torch.tensor(SCORES, dtype=torch.float32)
+
+    @torch.no_grad()
+    def reward(inputs: list[str], outputs: list[str]) -> list[float]:
+        out: list[float] = []
+        for b in range(0, len(inputs), BATCH):
+            asks = [fill_template(template, x, y) for x, y in zip(inputs[b:b + BATCH], outputs[b:b + BATCH])]
+            # the judge's reply is "Score: " + one more token; logits at that slot are the score distribution
+            logits, _, _ = host.batch_logits(policy, asks, [prefix + [host.eos_id]] * len(asks))
+            out += judge_score(logits[:, len(prefix)], score_ids, values).tolist()
+        return out
+    return reward
+
+
+def fill_template(template: str, x: str, y: str) -> str:
+    """The judge's user message: {input} and {output} replaced (not str.format: texts may hold braces)."""
+    return template.replace("{input}", x).replace("{output}", y)
+
+
+# ---------- contrastive scoring (Eq. 15) ----------
+def contrastive_reward(spec: dict, host) -> Reward:
+    plus, minus = prompted(_field(spec, "z_plus"), "z+"), prompted(_field(spec, "z_minus"), "z-")
+    aggregate = spec.get("aggregate", "sum")
+    if aggregate not in ("sum", "mean"):
+        raise LabInputError(f"reward.aggregate: {aggregate!r} is not one of sum, mean")
+
+    def reward(inputs: list[str], outputs: list[str]) -> list[float]:
+        ys_ids = [host.reply_ids(y) for y in outputs]
+        return [float(contrastive_score(s, m, aggregate)) for s, m in
+                contrastive_token_table(host, plus, minus, inputs, ys_ids)]
+    return reward
+
+
+@torch.no_grad()
+def contrastive_token_table(host, plus: Policy, minus: Policy, xs: list[str],
+                            ys_ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-token Eq. 15 scores of each reply: a list of ((T_i,) scores, (T_i,) mask)."""
+    out = []
+    for b in range(0, len(xs), BATCH):
+        xb, yb = xs[b:b + BATCH], ys_ids[b:b + BATCH]
+        lp, targets, mask = host.batch_logits(plus, xb, yb)
+        lm, _, _ = host.batch_logits(minus, xb, yb)
+        scores = contrastive_token_scores(lp, lm, targets, mask)
+        out += [(scores[i], mask[i]) for i in range(len(xb))]
+    return out
+
+
+# ---------- Bradley-Terry reward model ----------
+class BradleyTerryHead(torch.nn.Module):
+    """r(x, y) = w · standardize(mean-pooled last hidden state of π0 over the reply) + b."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, 1)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (N, H) -> (N,)
+        return self.linear((feats - self.mean) / self.std).squeeze(-1)
+
+
+@torch.no_grad()
+def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: int = BATCH,
+                    on_batch=None) -> torch.Tensor:
+    """(N, H) mean of π0's last hidden states over each reply's tokens (chat with the neutral system
+    message, right padding). Computed once, without gradients: the base stays frozen."""
+    feats = []
+    for b in range(0, len(xs), batch_size):
+        prefixes = [host.prefix_ids(BASE, x) for x in xs[b:b + batch_size]]
+        ys = ys_ids[b:b + batch_size]
+        L = max(len(p) + len(y) for p, y in zip(prefixes, ys))
+        ids = torch.full((len(ys), L), host.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(ys), L), dtype=torch.long)
+        reply = torch.zeros((len(ys), L), dtype=torch.float32)
+        for i, (p, y) in enumerate(zip(prefixes, ys)):
+            ids[i, :len(p) + len(y)] = torch.tensor(p + y)
+            attn[i, :len(p) + len(y)] = 1
+            reply[i, len(p):len(p) + len(y)] = 1.0
+        with host.use(BASE) as model:
+            out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False,
+                        logits_to_keep=1)
+        h = out.hidden_states[-1].float()  # (B, L, H), after the final norm
+        feats.append((h * reply[..., None]).sum(1) / reply.sum(1, keepdim=True).clamp(min=1))
+        if on_batch:
+            on_batch(min(b + batch_size, len(xs)), len(xs))
+    return torch.cat(feats)
+
+
+def train_head(chosen: torch.Tensor, rejected: torch.Tensor, steps: int, lr: float, weight_decay: float,
+               seed: int = 0, on_step=None) -> BradleyTerryHead:
+    """Fit a BradleyTerryHead on pooled features of preference pairs, full batch, AdamW.
+
+    Args:
+        chosen, rejected: (N, H) features of y+ and y− (row i is one pair).
+        on_step: called as on_step(step, loss) after each step.
+    """
+    torch.manual_seed(seed)
+    head = BradleyTerryHead(chosen.shape[1])
+    both = torch.cat([chosen, rejected])
+    head.mean.copy_(both.mean(0))
+    head.std.copy_(both.std(0).clamp(min=1e-4))
+    torch.nn.init.zeros_(head.linear.weight), torch.nn.init.zeros_(head.linear.bias)
+    opt = torch.optim.AdamW(head.linear.parameters(), lr=lr, weight_decay=weight_decay)
+    for step in range(steps):
+        loss = bradley_terry_loss(head(chosen), head(rejected))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step:
+            on_step(step + 1, loss.item())
+    return head.eval()
+
+
+def preference_accuracy(head: BradleyTerryHead, chosen: torch.Tensor, rejected: torch.Tensor) -> float | None:
+    """Fraction of pairs the head ranks the right way round (None for no pairs)."""
+    if len(chosen) == 0:
+        return None
+    with torch.no_grad():
+        return float((head(chosen) > head(rejected)).float().mean())
+
+
+def save_head(head: BradleyTerryHead, path: Path, model_name: str) -> Path:
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata={"pooling": "reply-mean", "model": model_name})
+    return path
+
+
+def load_head(path: str | Path) -> BradleyTerryHead:
+    from safetensors.torch import load_file
+    if not Path(path).is_file():
+        raise LabInputError(f"reward.head: no saved reward head at {path}")
+    tensors = load_file(str(path))
+    head = BradleyTerryHead(tensors["mean"].shape[0])
+    head.load_state_dict(tensors)
+    return head.eval()
+
+
+def bradley_terry_reward(spec: dict, host) -> Reward:
+    head = load_head(_field(spec, "head"))
+    dim = host.model.config.hidden_size
+    if head.mean.shape[0] != dim:
+        raise LabInputError(f"reward.head: built for a model with hidden size {head.mean.shape[0]}, "
+                            f"this model has {dim}")
+
+    @torch.no_grad()
+    def reward(inputs: list[str], outputs: list[str]) -> list[float]:
+        return head(pooled_features(host, inputs, [host.reply_ids(y) for y in outputs])).tolist()
+    return reward
+
+
+# ---------- preference files ----------
+def load_preference_file(path: str, field: str = "preference_file") -> list[dict]:
+    """Read a JSONL file of {"prompt", "chosen", "rejected"} (other keys are ignored).
+
+    Every problem raises LabInputError naming the setting, the line and the key.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise LabInputError(f"{field}: no such file {path!r}; give a JSONL file with one "
+                            '{"prompt": ..., "chosen": ..., "rejected": ...} per line')
+    pairs = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise LabInputError(f"{field}: {p.name} is not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            pairs.append(_preference_line(line, n, field))
+    if len(pairs) < 2:
+        raise LabInputError(f"{field}: {p.name} holds {len(pairs)} preference pair(s); at least 2 are needed")
+    return pairs
+
+
+def _preference_line(line: str, n: int, field: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LabInputError(f"{field}, line {n}: not valid JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise LabInputError(f'{field}, line {n}: expected an object {{"prompt", "chosen", "rejected"}}')
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in row:
+            raise LabInputError(f"{field}, line {n}: missing {key!r}")
+        if not isinstance(row[key], str) or not row[key].strip():
+            raise LabInputError(f"{field}, line {n}: {key!r} must be non-empty text")
+    if row["chosen"].strip() == row["rejected"].strip():
+        raise LabInputError(f"{field}, line {n}: 'chosen' and 'rejected' are the same text")
+    return {k: row[k].strip() for k in ("prompt", "chosen", "rejected")}
+
+
+# ---------- rebuild from a spec ----------
+BUILDERS: dict[str, Callable[[dict, object], Reward]] = {
+    "judge": judge_reward,
+    "contrastive": contrastive_reward,
+    "bradley-terry": bradley_terry_reward,
+}
+
+
+def build(spec: dict, host) -> Reward:
+    if not isinstance(spec, dict) or spec.get("kind") not in BUILDERS:
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        raise LabInputError(f"reward.kind: {kind!r} is not a model reward; choose one of {', '.join(BUILDERS)}")
+    return BUILDERS[spec["kind"]](spec, host)
+
+
+def _field(spec: dict, key: str) -> str:
+    value = spec.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise LabInputError(f"reward.{key}: missing for kind {spec.get('kind')!r}")
+    return value
