@@ -79,3 +79,34 @@ def _headroom(fig: go.Figure, values: list[float]) -> None:
         lo, hi = min(0.0, min(values)), max(0.0, max(values))
         pad = 0.15 * ((hi - lo) or 1.0)
         fig.update_yaxes(range=[lo - (pad if lo < 0 else 0), hi + pad])
+
+
+def derived_vs_reference(samples: list[dict]) -> go.Figure:
+    """Scatter of a derived reward against the scenario's reference reward, one point per output."""
+    rows = [r for r in samples if r.get("derived") is not None and r.get("reward") is not None]
+    fig = go.Figure()
+    for policy in sorted({r["policy"] for r in rows}):
+        pts = [r for r in rows if r["policy"] == policy]
+        fig.add_trace(go.Scatter(x=[r["reward"] for r in pts], y=[r["derived"] for r in pts], mode="markers",
+                                 name=policy, text=[r["output"][:80] for r in pts], opacity=0.7))
+    fig.update_layout(title="derived reward vs reference reward", height=320, template="plotly_white",
+                      xaxis_title="reference reward", yaxis_title="derived reward",
+                      margin=dict(l=40, r=20, t=40, b=40))
+    return fig
+
+
+def metric_bars(metrics: dict, names: tuple[str, ...], title: str) -> go.Figure:
+    items = [(n, metrics[n]) for n in names if isinstance(metrics.get(n), (int, float))]
+    fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items],
+                           text=[f"{v:.3f}" for _, v in items], textposition="outside"))
+    fig.update_layout(title=title, height=300, template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+    _headroom(fig, [v for _, v in items])
+    return fig
+
+
+def result_figures(edge: str, metrics: dict, samples: list[dict]) -> tuple[go.Figure, go.Figure]:
+    """The two result charts of a finished run, chosen by its edge."""
+    if edge == "prompt->reward":
+        return (metric_bars(metrics, ("pair_accuracy", "spearman"), "agreement with the reference reward"),
+                derived_vs_reference(samples))
+    return reward_bars(metrics), kl_bars(metrics)

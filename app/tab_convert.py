@@ -18,9 +18,10 @@ def _edge_choices(lab) -> list[tuple[str, str]]:
 
 def _scenario_markdown(data: dict) -> str:
     return (f"**{data['name']}** — {data.get('description', '')}\n\n"
-            f"- prompt z: *{data['prompt']}*\n- contrastive z−: *{data.get('negative_prompt') or '—'}*\n"
-            f"- reward: `{json.dumps(data['reward'])}`\n"
-            f"- inputs: {len(data['train_inputs'])} train, {len(data['heldout_inputs'])} held-out")
+            f"prompt z:\n```text\n{data['prompt']}\n```\n"
+            f"contrastive z−:\n```text\n{data.get('negative_prompt') or '—'}\n```\n"
+            f"reward: `{json.dumps(data['reward'])}` · inputs: {len(data['train_inputs'])} train, "
+            f"{len(data['heldout_inputs'])} held-out")
 
 
 def build(lab, selected_run: gr.State) -> None:
@@ -72,8 +73,8 @@ def build(lab, selected_run: gr.State) -> None:
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
     curves = gr.Plot(plots.training_curves([]), label="Live curves")
     with gr.Row():
-        reward_plot = gr.Plot(label="Reward")
-        kl_plot = gr.Plot(label="KL")
+        reward_plot = gr.Plot(label="Result")
+        kl_plot = gr.Plot(label="Result")
         final = gr.Markdown(elem_id="final-metrics")
     generations = gr.Dataframe(label="Side-by-side generations on held-out inputs (first sample each)",
                                wrap=True, elem_id="generations", max_height=700,
@@ -119,9 +120,10 @@ def build(lab, selected_run: gr.State) -> None:
             return (gr.skip(),) * 6 + (last_sig,)
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
-        return (views.progress_html(run), plots.training_curves(points),
-                plots.reward_bars(m) if m else None, plots.kl_bars(m) if m else None,
-                views.metrics_markdown(run), views.side_by_side(lab.samples(run_id)) if done else None, sig)
+        samples = lab.samples(run_id) if done else []
+        figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
+        return (views.progress_html(run), plots.training_curves(points), *figs,
+                views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig)
 
     scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
     upload.change(on_upload, upload, scenario_info)

@@ -21,9 +21,15 @@ def side_by_side(samples: list[dict], sample_index: int = 0) -> pd.DataFrame:
     for p in policies:
         d = df[df["policy"] == p].drop_duplicates("input").set_index("input")
         title = f"{POLICY_TITLES.get(p, p)} · mean r={means[p]:.3f}"
-        table[title] = [f"{d.loc[x, 'output']}  [r={d.loc[x, 'reward']:.2f}]" if x in d.index else ""
-                        for x in table["input"]]
+        table[title] = [_cell(d.loc[x]) if x in d.index else "" for x in table["input"]]
     return table
+
+
+def _cell(row) -> str:
+    """A generation with its reference reward (and a derived reward when the edge produced one)."""
+    derived = row.get("derived") if hasattr(row, "get") else None
+    extra = f", derived={derived:.2f}" if isinstance(derived, (int, float)) and derived == derived else ""
+    return f"{row['output']}  [r={row['reward']:.2f}{extra}]"
 
 
 def progress_html(run: dict | None) -> str:

@@ -52,7 +52,7 @@ class PromptRewardConfig:
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
     eval_samples: int = opt(2, "Samples per held-out input from each policy of the pool (π0, π0+z+, π0+z−).",
                             1, 16)
-    eval_temperature: float = opt(1.0, "Sampling temperature of the held-out pool.", 0.05, 2.0)
+    eval_temperature: float = opt(0.7, "Sampling temperature of the held-out pool.", 0.05, 2.0)
     max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     seed: int = opt(0, "Seed for sampling and the head's data split.", 0, 2**31 - 1)
 

@@ -69,6 +69,7 @@ class SampleRow(Base):
     output: Mapped[str] = mapped_column(Text)
     reward: Mapped[float | None] = mapped_column(Float, default=None)
     sample_index: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)  # edge-specific numbers, e.g. a derived reward
     run: Mapped[Run] = relationship(back_populates="samples")
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import Artifact, Base, MetricPoint, Run, SampleRow, utcnow
 
+SAMPLE_COLUMNS = ("policy", "input", "output", "reward", "sample_index")
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
@@ -112,14 +114,16 @@ class Store:
 
     # ---------- samples ----------
     def add_samples(self, run_id: str, rows: list[dict]) -> None:
+        """Rows with policy, input, output, reward, sample_index; any other keys go to `extra`."""
         with self.session.begin() as s:
-            s.add_all(SampleRow(run_id=run_id, **r) for r in rows)
+            s.add_all(SampleRow(run_id=run_id, **{k: r[k] for k in SAMPLE_COLUMNS if k in r},
+                                extra={k: v for k, v in r.items() if k not in SAMPLE_COLUMNS}) for r in rows)
 
     def samples(self, run_id: str) -> list[dict]:
         q = select(SampleRow).where(SampleRow.run_id == run_id).order_by(SampleRow.id)
         with self.session() as s:
             return [{"policy": r.policy, "input": r.input, "output": r.output, "reward": r.reward,
-                     "sample_index": r.sample_index} for r in s.scalars(q)]
+                     "sample_index": r.sample_index, **(r.extra or {})} for r in s.scalars(q)]
 
     # ---------- artifacts ----------
     def add_artifact(self, run_id: str, kind: str, vertex: str, path: str | None = None,

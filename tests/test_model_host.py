@@ -48,3 +48,12 @@ def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):
     host.delete_adapter("t-adapter")
     assert "t-adapter" not in host.adapters
     assert sum(p.numel() for p in host.model.parameters()) == n_before
+
+
+def test_lab_model_accepts_a_local_directory(host, model_cache_dir):
+    from engine.model_host import ModelHost
+    from engine.model_loading import cache_dir_for, embedded_gguf_path
+    local = cache_dir_for(str(embedded_gguf_path()), model_cache_dir)  # a plain transformers directory
+    other = ModelHost(str(local), model_cache_dir)
+    x, y = ["Hi"], [host.reply_ids("Hello.")]
+    assert abs(other.sequence_logprobs(BASE, x, y)[0] - host.sequence_logprobs(BASE, x, y)[0]) < 1e-4

@@ -9,14 +9,15 @@ def test_run_life_cycle_and_outputs():
     st.mark_started(rid, owner="1@h")
     st.add_points(rid, 1, {"loss": 0.5, "kl_heldout": 0.1})
     st.add_points(rid, 2, {"loss": 0.25})
-    st.add_samples(rid, [{"policy": "base", "input": "x", "output": "y", "reward": 0.1, "sample_index": 0}])
+    st.add_samples(rid, [{"policy": "base", "input": "x", "output": "y", "reward": 0.1, "sample_index": 0,
+                          "derived": 2.5}])
     aid = st.add_artifact(rid, "adapter", "parameter", "/tmp/a", {"adapter_name": "cd"})
     st.mark_finished(rid, "succeeded", metrics={"kl_before": 0.1, "kl_after": 0.01})
     run = st.get_run(rid)
     assert run["status"] == "succeeded" and run["progress"] == 1.0 and run["metrics"]["kl_after"] == 0.01
     assert run["duration_s"] is not None and run["artifacts"][0]["id"] == aid
     assert [p["value"] for p in st.points(rid) if p["name"] == "loss"] == [0.5, 0.25]
-    assert st.samples(rid)[0]["reward"] == 0.1
+    assert st.samples(rid)[0]["reward"] == 0.1 and st.samples(rid)[0]["derived"] == 2.5
     assert [r["run_id"] for r in st.list_runs(scenario="sentiment")] == [rid]
     assert st.list_runs(scenario="pirate") == []
 

@@ -1,0 +1,38 @@
+"""The page's pure helpers: tables and figures built from stored rows."""
+from app import plots, views
+
+SAMPLES = [
+    {"policy": "base", "input": "a", "output": "meh", "reward": 0.1, "sample_index": 0},
+    {"policy": "base", "input": "a", "output": "meh 2", "reward": 0.3, "sample_index": 1},
+    {"policy": "student", "input": "a", "output": "yay", "reward": 0.9, "sample_index": 0},
+    {"policy": "teacher", "input": "a", "output": "wow", "reward": 0.8, "sample_index": 0, "derived": 1.25},
+]
+
+
+def test_side_by_side_orders_policies_and_shows_means_and_rewards():
+    t = views.side_by_side(SAMPLES)
+    assert list(t.columns) == ["input", "base π0 · mean r=0.200", "π0 + prompt (teacher) · mean r=0.800",
+                               "π0 + adapter (student) · mean r=0.900"]
+    row = t.iloc[0].tolist()
+    assert row == ["a", "meh  [r=0.10]", "wow  [r=0.80, derived=1.25]", "yay  [r=0.90]"]
+
+
+def test_progress_and_metrics_views():
+    run = {"run_id": "r1", "edge": "prompt->parameter", "method": "kl", "scenario": "s", "status": "running",
+           "progress": 0.42, "stage": "training step 3/10", "metrics": {}, "error": None, "duration_s": None}
+    html = views.progress_html(run)
+    assert "width:42%" in html and "training step 3/10" in html
+    failed = {**run, "status": "failed", "error": "ValueError: boom\nTraceback (most recent call last): ..."}
+    assert views.metrics_markdown(failed) == "**Run failed.** ValueError: boom"
+    done = {**run, "status": "succeeded", "metrics": {"kl_after": 0.01}, "duration_s": 12.0}
+    assert "| `kl_after` | 0.0100 |" in views.metrics_markdown(done)
+
+
+def test_figures_follow_the_edge():
+    a, b = plots.result_figures("prompt->parameter", {"reward_base": 0.1, "reward_teacher": 0.5,
+                                                      "reward_student": 0.4, "kl_before": 0.2, "kl_after": 0.05}, [])
+    assert list(a.data[0].x) == ["base", "teacher", "student"] and list(b.data[0].y) == [0.2, 0.05]
+    a, b = plots.result_figures("prompt->reward", {"pair_accuracy": 0.7, "spearman": 0.5}, SAMPLES)
+    assert list(a.data[0].x) == ["pair_accuracy", "spearman"] and len(b.data) == 1  # only rows with a derived score
+    curves = plots.training_curves([{"name": "loss", "step": 1, "value": 0.5}, {"name": "kl_heldout", "step": 0, "value": 0.1}])
+    assert len(curves.data) == 3 and list(curves.data[0].y) == [0.5]
