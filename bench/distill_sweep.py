@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine import prompt_to_parameter as p2p  # noqa: E402
+from engine.lora import lora_config  # noqa: E402
 from engine.evaluation import kl_to_cached, reply_logprobs, sample_and_score  # noqa: E402
 from engine.model_host import ModelHost  # noqa: E402
 from engine.policies import BASE, prompted, with_adapter  # noqa: E402
@@ -71,7 +72,8 @@ def main() -> None:
         t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16) \
             if method == "kl" else None
         student = with_adapter(f"sweep-{name.replace('.', '_')}", "student")
-        host.add_lora(student.adapter, p2p._lora(cfg))
+        torch.manual_seed(cfg.seed)
+        host.add_lora(student.adapter, lora_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets))
         ctx = RunContext(host, sc, name, Path("/tmp"), lambda *a, **k: None)
         p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)
         h_student = sample_and_score(host, student, held_x, reward, **held)

@@ -81,10 +81,12 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     progress(0.29, "held-out: KL before")
     eval_tables = reply_logprobs(host, teacher, held_teacher.inputs, held_teacher.token_ids)
     kl_before = kl_to_cached(host, eval_tables, BASE, held_teacher.inputs, held_teacher.token_ids)
-    progress(0.30, "training", step=0, points={"kl_heldout": kl_before, "reward": held_base.mean_reward})
+    progress(0.29, "held-out: KL before", step=0,
+             points=_live_eval(config, host, BASE, eval_tables, held_teacher, reward))
 
-    # 3. train the adapter
-    host.add_lora(student.adapter, _lora(config))
+    # 3. train the adapter (seeded LoRA init)
+    torch.manual_seed(config.seed)
+    host.add_lora(student.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     try:
         _train(method, config, ctx, student, train, teacher_tables, eval_tables, held_teacher, reward)
         # 4. after
@@ -109,11 +111,6 @@ def gain_kept(r_base: float, r_teacher: float, r_student: float) -> float | None
     """Fraction of the teacher's reward gain over the base that the student keeps."""
     gain = r_teacher - r_base
     return (r_student - r_base) / gain if abs(gain) > 1e-9 else None
-
-
-def _lora(config: DistillConfig):
-    torch.manual_seed(config.seed)
-    return lora_config(config.lora_rank, config.lora_alpha, config.lora_targets)
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int = 3) -> float:
@@ -165,11 +162,12 @@ def _loss(method, host, student, train, teacher_tables, idx, bf16: bool) -> torc
     return imitation_loss(logits, targets, mask)
 
 
-def _live_eval(config, host, student, eval_tables, held_teacher, reward) -> dict[str, float]:
-    """Cheap points for the live curves: KL on a slice of the held-out set, reward of one sample each."""
+def _live_eval(config, host, policy: Policy, eval_tables, held_teacher, reward) -> dict[str, float]:
+    """Cheap points for the live curves (the same slice at every step, base at step 0): KL to the teacher
+    on 16 held-out replies, reward of one sample on each of 12 held-out inputs."""
     n = min(16, len(eval_tables))
-    kl = kl_to_cached(host, eval_tables[:n], student, held_teacher.inputs[:n], held_teacher.token_ids[:n])
+    kl = kl_to_cached(host, eval_tables[:n], policy, held_teacher.inputs[:n], held_teacher.token_ids[:n])
     xs = list(dict.fromkeys(held_teacher.inputs))[:12]
-    scored = sample_and_score(host, student, xs, reward, 1, config.max_new_tokens, config.eval_temperature,
+    scored = sample_and_score(host, policy, xs, reward, 1, config.max_new_tokens, config.eval_temperature,
                               config.seed + 7)
     return {"kl_heldout": kl, "reward": scored.mean_reward}
