@@ -5,8 +5,9 @@ import html
 
 import pandas as pd
 
-POLICY_ORDER = ["base", "teacher", "student"]
-POLICY_TITLES = {"base": "base π0", "teacher": "π0 + prompt (teacher)", "student": "π0 + adapter (student)"}
+POLICY_ORDER = ["base", "teacher", "student", "positive", "negative"]
+POLICY_TITLES = {"base": "base π0", "teacher": "π0 + prompt (teacher)", "student": "π0 + adapter (student)",
+                 "positive": "π0 + z+", "negative": "π0 + z−"}
 
 
 def side_by_side(samples: list[dict], sample_index: int = 0) -> pd.DataFrame:

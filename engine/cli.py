@@ -61,7 +61,8 @@ def convert_summary(run: dict) -> dict:
     artifact = (run.get("artifacts") or [{}])[0]
     return {"run_id": run["run_id"], "status": run["status"], "edge": run["edge"], "method": run["method"],
             "scenario": run["scenario"], "duration_s": run["duration_s"], "metrics": run["metrics"],
-            "artifact": {"kind": artifact.get("kind"), "path": artifact.get("path"), **(artifact.get("data") or {})},
+            "artifact": {**(artifact.get("data") or {}), "kind": artifact.get("kind"), "path": artifact.get("path"),
+                         "data": artifact.get("data") or {}},
             "error": run["error"]}
 
 

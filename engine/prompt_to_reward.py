@@ -42,12 +42,13 @@ class PromptRewardConfig:
     judge_criterion: str = opt("", "judge: what a good reply is (empty = 'follows the instruction z+').")
     preference_file: str = opt("", "bradley-terry: JSONL file of {prompt, chosen, rejected} "
                                    "(empty = generate RLCD pairs from z+ and z−).")
-    pairs_per_input: int = opt(2, "bradley-terry: RLCD pairs (y+ from z+, y− from z−) per train input.", 1, 16)
+    pairs_per_input: int = opt(4, "bradley-terry: RLCD pairs (y+ from z+, y− from z−) per train input.", 1, 16)
     pair_temperature: float = opt(1.0, "bradley-terry: sampling temperature of the RLCD pairs.", 0.05, 2.0)
     n_train: int = opt(0, "bradley-terry: use only the first N train inputs / file pairs (0 = all).", 0, 100000)
-    head_steps: int = opt(300, "bradley-terry: full-batch AdamW steps on the linear head.", 1, 10000)
+    head_steps: int = opt(300, "bradley-terry: full-batch Adam steps on the linear head.", 1, 10000)
     head_lr: float = opt(1e-2, "bradley-terry: learning rate of the head.", 1e-5, 1.0)
-    head_weight_decay: float = opt(0.1, "bradley-terry: weight decay of the head (keeps it simple).", 0.0, 10.0)
+    head_l2: float = opt(1.0, "bradley-terry: L2 penalty l2·‖w‖² on the head (strong: the pairs are few, "
+                              "the features many).", 0.0, 100.0)
     val_fraction: float = opt(0.2, "bradley-terry: share of pairs held back to check the head.", 0.0, 0.5)
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
     eval_samples: int = opt(2, "Samples per held-out input from each policy of the pool (π0, π0+z+, π0+z−).",
@@ -150,9 +151,10 @@ def _bradley_terry(config, ctx, z_plus, z_minus):
             progress(0.45 + 0.05 * step / config.head_steps, f"training the head, step {step}",
                      step=step, points={"loss": loss})
     head = rm.train_head(f_plus[train], f_minus[train], config.head_steps, config.head_lr,
-                         config.head_weight_decay, config.seed, on_step)
+                         config.head_l2, config.seed, on_step)
     path = rm.save_head(head, ctx.out_dir / "reward_head.safetensors", host.model_name)
-    extra |= {"n_train_pairs": len(train), "head_train_accuracy": rm.preference_accuracy(head, f_plus[train], f_minus[train]),
+    extra |= {"n_train_pairs": len(train),
+              "head_train_accuracy": rm.preference_accuracy(head, f_plus[train], f_minus[train]),
               "head_val_accuracy": rm.preference_accuracy(head, f_plus[val], f_minus[val])}
     spec = {"kind": "bradley-terry", "head": str(path), "pooling": "reply-mean",
             "source": config.preference_file.strip() or {"z_plus": z_plus, "z_minus": z_minus}}

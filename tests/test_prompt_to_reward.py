@@ -60,7 +60,7 @@ def test_head_learns_a_separable_preference_and_survives_save_and_load(tmp_path)
     base = torch.randn(40, 6, generator=g) * 3 + 10  # large offset: standardization matters
     chosen, rejected = base.clone(), base.clone()
     chosen[:, 2] += 1.0  # the preferred reply is higher along one direction
-    head = train_head(chosen, rejected, steps=100, lr=0.05, weight_decay=0.0)
+    head = train_head(chosen, rejected, steps=100, lr=0.05, l2=0.0)
     assert preference_accuracy(head, chosen, rejected) == 1.0
     assert preference_accuracy(head, chosen[:0], rejected[:0]) is None
     loaded = load_head(save_head(head, tmp_path / "h.safetensors", "test"))
@@ -143,21 +143,6 @@ def test_missing_preference_file_and_unknown_model_reward():
 
 
 # ---------- short real runs ----------
-@pytest.fixture
-def rows_seen(lab, monkeypatch):
-    """Sample rows as the run hands them to storage. Until the samples table has a column for the
-    derived score it is dropped before the insert; every other key is stored as usual."""
-    from storage.models import SampleRow
-    seen, add = [], lab.store.add_samples
-
-    def add_samples(run_id, rows):
-        seen.extend(rows)
-        add(run_id, rows if hasattr(SampleRow, DERIVED) else [{k: v for k, v in r.items() if k != DERIVED}
-                                                                for r in rows])
-    monkeypatch.setattr(lab.store, "add_samples", add_samples)
-    return seen
-
-
 def _run(lab, method, overrides):
     run_id = lab.run_now(lab.prepare("prompt", "reward", method, "sentiment", {**TINY, **overrides}))
     run = lab.run(run_id)
@@ -171,28 +156,28 @@ def _run(lab, method, overrides):
     return run_id, run, art
 
 
-def _check_rows_and_rebuild(lab, host, run_id, rows, art):
+def _check_rows_and_rebuild(lab, host, run_id, art):
+    rows = lab.samples(run_id)  # the derived score is stored beside the reference reward of each output
     assert {r["policy"] for r in rows} == {"base", "positive", "negative"}
     assert all(isinstance(r[DERIVED], float) and isinstance(r["reward"], float) for r in rows)
-    assert len(lab.samples(run_id)) == len(rows)
     rebuilt = build_model_reward(art["data"], host)([r["input"] for r in rows[:3]], [r["output"] for r in rows[:3]])
     assert rebuilt == pytest.approx([r[DERIVED] for r in rows[:3]], rel=1e-3, abs=1e-3)
 
 
-def test_short_contrastive_run(lab, host, rows_seen):
+def test_short_contrastive_run(lab, host):
     run_id, run, art = _run(lab, "contrastive", {})
     assert art["path"] is None and art["data"]["z_minus"] == load_scenario("sentiment").negative_prompt
-    _check_rows_and_rebuild(lab, host, run_id, rows_seen, art)
+    _check_rows_and_rebuild(lab, host, run_id, art)
 
 
-def test_short_judge_run(lab, host, rows_seen):
+def test_short_judge_run(lab, host):
     run_id, run, art = _run(lab, "judge", {})
-    assert all(1.0 <= r[DERIVED] <= 9.0 for r in rows_seen)
+    assert all(1.0 <= r[DERIVED] <= 9.0 for r in lab.samples(run_id))
     assert "{input}" in art["data"]["template"] and "{criterion}" not in art["data"]["template"]
-    _check_rows_and_rebuild(lab, host, run_id, rows_seen, art)
+    _check_rows_and_rebuild(lab, host, run_id, art)
 
 
-def test_short_bradley_terry_run_on_rlcd_pairs(lab, host, rows_seen):
+def test_short_bradley_terry_run_on_rlcd_pairs(lab, host):
     run_id, run, art = _run(lab, "bradley-terry", {"n_train": 8, "pairs_per_input": 1, "head_steps": 30,
                                                    "val_fraction": 0.25})
     assert os.path.isfile(art["path"]) and art["data"]["head"] == art["path"]
@@ -200,10 +185,10 @@ def test_short_bradley_terry_run_on_rlcd_pairs(lab, host, rows_seen):
     assert m["n_train_pairs"] == 6 and 0.0 <= m["head_val_accuracy"] <= 1.0
     assert 0.0 <= m["pair_label_accuracy"] <= 1.0
     assert {p["name"] for p in lab.points(run_id)} == {"loss"}
-    _check_rows_and_rebuild(lab, host, run_id, rows_seen, art)
+    _check_rows_and_rebuild(lab, host, run_id, art)
 
 
-def test_bradley_terry_trains_on_a_preference_file(lab, tmp_path, rows_seen):
+def test_bradley_terry_trains_on_a_preference_file(lab, tmp_path):
     pairs = [{"prompt": f"Describe thing {i}.", "chosen": "It is lovely and wonderful!",
               "rejected": "It is awful and boring."} for i in range(6)]
     path = tmp_path / "prefs.jsonl"
@@ -212,7 +197,7 @@ def test_bradley_terry_trains_on_a_preference_file(lab, tmp_path, rows_seen):
     assert run["metrics"]["n_train_pairs"] == 5 and art["data"]["source"] == str(path)
 
 
-def test_a_scenario_without_negative_prompt_fails_naming_the_field(lab, tmp_path):
+def test_a_scenario_without_negative_prompt_fails_naming_the_field(lab):
     data = load_scenario("sentiment").to_dict() | {"negative_prompt": ""}
     run = lab.run(lab.run_now(lab.prepare("prompt", "reward", "contrastive", data, TINY)))
     assert run["status"] == "failed" and run["error"].startswith("z_minus: empty")
