@@ -7,7 +7,6 @@ per variant: KL before/after, rewards, and the fraction of the teacher's reward 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

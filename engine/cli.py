@@ -117,8 +117,6 @@ def _dispatch(args) -> int:
 
 
 def _print(obj, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps(obj, indent=1, default=str))
-    else:
-        print(json.dumps(obj, indent=1, default=str))  # the same data; JSON reads fine in a terminal
+    """JSON either way: `--json` is accepted for scripts that state it; indented JSON reads fine in a terminal."""
+    print(json.dumps(obj, indent=1, default=str))
     return 0

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import RunCancelled
 from engine.evaluation import kl_to_cached, pad_tables, reply_logprobs, sample_and_score
 from engine.lora import lora_config, parse_targets
 from engine.losses import context_distillation_kl_loss, imitation_loss

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.errors import LabInputError
-from engine.run_types import help_of
 
 VERTICES = ("prompt", "parameter", "reward")
 

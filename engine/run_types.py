@@ -1,9 +1,9 @@
 """What every edge's `run(config, ctx)` receives and returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from engine.scenarios import Scenario
 
@@ -29,14 +29,7 @@ class Result:
     samples: list[dict] = field(default_factory=list)  # {"policy","input","output","reward","sample_index"}
 
 
-def help_of(config_cls) -> dict[str, str]:
-    """Field name -> help text (shown as tooltips in the page and in `--help`)."""
-    return {f.name: f.metadata.get("help", "") for f in fields(config_cls)}
-
-
 def opt(default, help: str, lo: float | None = None, hi: float | None = None, choices: tuple | None = None):
     """A config field with help text and the range the UI and CLI check."""
     return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
 
-
-Progress = Callable[..., None]

@@ -1,6 +1,5 @@
 """Rewards from their JSON spec; scenario files and their validation messages."""
 import json
-import math
 
 import pytest
 
