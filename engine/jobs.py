@@ -78,10 +78,14 @@ class JobRunner:
             return self._host
 
     # ---------- background ----------
-    def submit(self, request: RunRequest) -> str:
+    def _create(self, request: RunRequest) -> str:
         run_id = self.store.create_run(request.edge.name, request.method.name, request.scenario.name,
                                        request.stored_config(), status="queued", owner=OWNER)
         self._cancel[run_id] = threading.Event()
+        return run_id
+
+    def submit(self, request: RunRequest) -> str:
+        run_id = self._create(request)
         self._queue.put(run_id)
         self._ensure_worker()
         return run_id
@@ -117,9 +121,7 @@ class JobRunner:
     # ---------- one run, in this thread ----------
     def run_now(self, request: RunRequest) -> str:
         """Create and execute a run synchronously (the CLI); returns its id."""
-        run_id = self.store.create_run(request.edge.name, request.method.name, request.scenario.name,
-                                       request.stored_config(), status="queued", owner=OWNER)
-        self._cancel[run_id] = threading.Event()
+        run_id = self._create(request)
         self.execute(run_id)
         return run_id
 
