@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 
-from engine.jobs import JobRunner, RunRequest, prepare
-from engine.registry import EDGES, VERTICES, config_fields, get_edge, get_method
+from engine.errors import LabInputError
+from engine.jobs import JobRunner, RunRequest, prepare, prepare_task
+from engine.registry import EDGES, VERTICES, config_fields, get_edge, get_method, get_task
 from engine.scenarios import builtin_scenarios, load_scenario
 from engine.settings import Settings, load_settings
 
@@ -54,7 +55,20 @@ class Lab:
 
     # ---------- runs ----------
     def prepare(self, source, target, method, scenario, overrides=None) -> RunRequest:
-        return prepare(source, target, method, scenario, overrides)
+        return prepare(source, target, method, scenario, overrides, lookup=self.store.get_run)
+
+    def prepare_task(self, task, method, scenario, overrides=None) -> RunRequest:
+        """Like `prepare`, for a task that is not an edge (e.g. "best-of-n")."""
+        return prepare_task(get_task(task), method, scenario, overrides, lookup=self.store.get_run)
+
+    def scenario_of_run(self, run_id: str | None) -> dict:
+        """The scenario a stored run used (so `--source-run` alone is enough on the command line)."""
+        if not run_id:
+            raise LabInputError("--scenario is required (or give --source-run to reuse that run's scenario)")
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise LabInputError(f"source_run: no run with id {run_id!r}; list runs with `python -m engine runs`")
+        return run["config"]["scenario_data"]
 
     def submit(self, request: RunRequest) -> str:
         return self.jobs.submit(request)

@@ -1,6 +1,8 @@
 """`python -m engine`: every experiment of the page, scriptable, as JSON.
 
   convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
+  convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
+  bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
   edges --json
@@ -33,17 +35,49 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+SHORTCUTS = {"--source-run": "source_run", "--pi0": "pi0", "--pi1": "pi1", "--w": "w", "--reward": "reward"}
+
+
+def _add_sets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field; repeatable")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def convert_overrides(args) -> dict[str, str]:
+    """--set pairs, the shortcut flags, then the preset's values for fields not given."""
+    from engine.steering import PRESETS
+    out = _parse_sets(args.sets)
+    out |= {field: getattr(args, field) for field in SHORTCUTS.values() if getattr(args, field) is not None}
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise LabInputError(f"--preset {args.preset!r}: choose from {', '.join(PRESETS)}")
+        for key, value in PRESETS[args.preset].items():
+            if key != "title" and key not in out and value:
+                out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m engine", description="Triangle Lab engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("convert", help="run one edge of the triangle")
     c.add_argument("--from", dest="source", required=True, help="prompt | parameter | reward")
     c.add_argument("--to", dest="target", required=True, help="prompt | parameter | reward")
-    c.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    c.add_argument("--scenario", help="built-in name or path to a scenario JSON file (default with "
+                                      "--source-run: that run's scenario)")
     c.add_argument("--method", help="the edge's method (default: its first)")
-    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field; repeatable")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    for flag, field in SHORTCUTS.items():
+        c.add_argument(flag, dest=field, help=f"the config field {field} (same as --set {field}=...)")
+    c.add_argument("--preset", help="parameter->reward: fill pi0/pi1 from a named steering preset "
+                                    "(proxy-tuning, contrastive-decoding, context-aware, dexperts)")
+    _add_sets(c)
+    b = sub.add_parser("bon", help="best-of-N with a reward: reference reward vs N, with the KL bound")
+    b.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    b.add_argument("--n", default="1,2,4,8,16", help="comma list of N")
+    b.add_argument("--reward", default="", help="selection reward: a run id (default: the reference reward)")
+    b.add_argument("--policy", default="base", help="base, prompt, scenario:NAME or a run id")
+    _add_sets(b)
     r = sub.add_parser("runs", help="list stored runs")
     r.add_argument("--scenario"), r.add_argument("--edge")
     r.add_argument("--json", action="store_true")
@@ -97,14 +131,18 @@ def _dispatch(args) -> int:
         return _print(out, args.json)
     if args.command == "convert":
         lab = Lab()
-        request = lab.prepare(args.source, args.target, args.method, args.scenario, _parse_sets(args.sets))
-        run = lab.run(lab.run_now(request))
-        out = convert_summary(run)
-        _print(out, args.json)
-        if run["status"] != "succeeded":
-            print(f"run {run['run_id']} {run['status']}: {run['error']}", file=sys.stderr)
-            return 1
-        return 0
+        overrides = convert_overrides(args)
+        scenario = args.scenario or lab.scenario_of_run(overrides.get("source_run"))
+        return _finish(lab, lab.run_now(lab.prepare(args.source, args.target, args.method, scenario, overrides)),
+                       args.json)
+    if args.command == "bon":
+        lab = Lab()
+        overrides = _parse_sets(args.sets) | {"n": args.n, "reward": args.reward, "policy": args.policy}
+        run_id = lab.run_now(lab.prepare_task("best-of-n", "bon", args.scenario, overrides))
+        run = lab.run(run_id)
+        _print({"run_id": run_id, "status": run["status"], "scenario": run["scenario"],
+                "results": (run["metrics"] or {}).get("results"), "error": run["error"]}, args.json)
+        return _exit_status(run)
     lab = Lab()
     if args.command == "runs":
         return _print(lab.runs(scenario=args.scenario, edge=args.edge), args.json)
@@ -114,6 +152,19 @@ def _dispatch(args) -> int:
     run["points"] = lab.points(args.run_id)
     run["samples"] = lab.samples(args.run_id)
     return _print(run, args.json)
+
+
+def _finish(lab, run_id: str, as_json: bool) -> int:
+    run = lab.run(run_id)
+    _print(convert_summary(run), as_json)
+    return _exit_status(run)
+
+
+def _exit_status(run: dict) -> int:
+    if run["status"] != "succeeded":
+        print(f"run {run['run_id']} {run['status']}: {run['error']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print(obj, as_json: bool) -> int:

@@ -15,7 +15,8 @@ import time
 import traceback
 
 from engine.errors import LabInputError, RunCancelled
-from engine.registry import EdgeSpec, MethodSpec, build_config, get_edge, get_method
+from engine.references import check_references
+from engine.registry import EdgeSpec, MethodSpec, build_config, get_edge, get_method, get_task
 from engine.run_types import RunContext
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.settings import Settings
@@ -47,9 +48,16 @@ class RunRequest:
 
 
 def prepare(source: str, target: str, method: str | None, scenario: str | dict | Scenario,
-            overrides: dict | None = None) -> RunRequest:
-    """Validate a request; raises LabInputError naming the bad part, writes nothing."""
-    edge = get_edge(source, target)
+            overrides: dict | None = None, lookup=None) -> RunRequest:
+    """Validate a request; raises LabInputError naming the bad part, writes nothing.
+
+    With `lookup` (run id -> stored run), references to other runs' artifacts are checked too."""
+    return prepare_task(get_edge(source, target), method, scenario, overrides, lookup)
+
+
+def prepare_task(edge: EdgeSpec, method: str | None, scenario: str | dict | Scenario,
+                 overrides: dict | None = None, lookup=None) -> RunRequest:
+    """`prepare` for any task of the registry: an edge or, e.g., best-of-N."""
     spec = get_method(edge, method)
     if isinstance(scenario, Scenario):
         sc = scenario
@@ -57,7 +65,10 @@ def prepare(source: str, target: str, method: str | None, scenario: str | dict |
         sc = parse_scenario(scenario)
     else:
         sc = load_scenario(scenario)
-    return RunRequest(edge, spec, sc, build_config(spec, overrides or {}))
+    config = build_config(spec, overrides or {})
+    if lookup is not None:
+        check_references(config, sc, lookup)
+    return RunRequest(edge, spec, sc, config)
 
 
 class JobRunner:
@@ -132,17 +143,18 @@ class JobRunner:
         cancel = self._cancel.setdefault(run_id, threading.Event())
         self.store.mark_started(run_id, owner=OWNER)
         try:
-            edge = get_edge(*run["edge"].split("->"))
+            edge = get_task(run["edge"])
             spec = get_method(edge, run["method"])
             config = spec.config_cls(**cfg["method_config"])
             scenario = parse_scenario(cfg["scenario_data"])
             out_dir.mkdir(parents=True, exist_ok=True)
             ctx = RunContext(host=self.host, scenario=scenario, run_id=run_id, out_dir=out_dir,
-                             on_progress=self._progress_fn(run_id, cancel))
+                             on_progress=self._progress_fn(run_id, cancel), lookup=self.store.get_run)
             result = spec.run(spec.name, config, ctx)
             self.store.add_samples(run_id, result.samples)
             a = result.artifact
-            self.store.add_artifact(run_id, a["kind"], a["vertex"], a.get("path"), a.get("data"))
+            if a is not None:
+                self.store.add_artifact(run_id, a["kind"], a["vertex"], a.get("path"), a.get("data"))
             self.store.mark_finished(run_id, "succeeded", metrics=result.metrics)
         except RunCancelled:
             self._discard(run_id, out_dir)

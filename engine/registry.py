@@ -32,10 +32,11 @@ class EdgeSpec:
     title: str
     section: str
     methods: dict[str, MethodSpec] = field(default_factory=dict)
+    key: str = ""                  # a task that is not an edge of the triangle (e.g. "best-of-n")
 
     @property
     def name(self) -> str:
-        return f"{self.source}->{self.target}"
+        return self.key or f"{self.source}->{self.target}"
 
     @property
     def available(self) -> bool:
@@ -72,20 +73,82 @@ def _prompt_reward_methods() -> dict[str, MethodSpec]:
     }
 
 
+def _rl_methods() -> dict[str, MethodSpec]:
+    from engine import reward_to_parameter as r2p
+    metrics = ("reward_before", "reward_after", "kl_to_base")
+    cfg, run = r2p.RLConfig, r2p.run
+    return {
+        "rloo": MethodSpec("rloo", "KL-regularized policy gradient (RLOO)",
+                           "max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
+                           cfg, r2p.METHODS["rloo"], run, metrics),
+        "dpo": MethodSpec("dpo", "Online DPO on best-vs-worst samples",
+                          "min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
+                          cfg, r2p.METHODS["dpo"], run, metrics),
+    }
+
+
+def _log_ratio_methods() -> dict[str, MethodSpec]:
+    from engine import parameter_to_reward as p2r
+    metrics = ("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
+               "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered")
+    return {"log-ratio": MethodSpec("log-ratio", "log π*/π0 as a reward; decoding-time steering of π1",
+                                    "r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  "
+                                    "log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
+                                    p2r.LogRatioConfig, p2r.METHODS["log-ratio"], p2r.run, metrics)}
+
+
+def _reward_prompt_methods() -> dict[str, MethodSpec]:
+    from engine import reward_to_prompt as r2z
+    return {
+        "search": MethodSpec("search", "Prompt search maximizing expected reward",
+                             "max_z E_{x~D, y~π0(·|x,z)}[r(x,y)]   (Eq. 16)",
+                             r2z.SearchConfig, r2z.METHODS["search"], r2z.run,
+                             ("reward_none", "reward_seed", "reward_best")),
+        "conditioned": MethodSpec("conditioned", "Reward-conditioned training with control prompts z(s)",
+                                  "max_{π,z} E_{(x,y)~D}[π(y|x, z(r(x,y)))]   (Eq. 17)",
+                                  r2z.ConditionedConfig, r2z.METHODS["conditioned"], r2z.run,
+                                  ("levels", "reward_by_level", "spearman_level_vs_reward")),
+    }
+
+
 def _edges() -> dict[str, EdgeSpec]:
     specs = [
         EdgeSpec("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10", _distill_methods()),
         EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13"),
-        EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3"),
-        EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7"),
+        EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3", _rl_methods()),
+        EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7",
+                 _log_ratio_methods()),
         EdgeSpec("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15",
                  _prompt_reward_methods()),
-        EdgeSpec("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18"),
+        EdgeSpec("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18",
+                 _reward_prompt_methods()),
     ]
     return {e.name: e for e in specs}
 
 
 EDGES = _edges()
+
+
+def _tasks() -> dict[str, EdgeSpec]:
+    """Runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3)."""
+    from engine import best_of_n as bon
+    method = MethodSpec("bon", "Best-of-N with a reward",
+                        "y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
+                        bon.BestOfNConfig, {}, bon.run, ("results",))
+    return {bon.TASK: EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", {"bon": method},
+                               key=bon.TASK)}
+
+
+TASKS = _tasks()
+
+
+def get_task(name: str) -> EdgeSpec:
+    """An edge by its name ("prompt->parameter") or another task ("best-of-n")."""
+    if name in TASKS:
+        return TASKS[name]
+    if "->" not in name:
+        raise LabInputError(f"{name!r} is neither an edge nor a task ({', '.join(TASKS)})")
+    return get_edge(*name.split("->", 1))
 
 
 def get_edge(source: str, target: str) -> EdgeSpec:

@@ -105,7 +105,8 @@ def contrastive_reward(spec: dict, host) -> Reward:
 @torch.no_grad()
 def contrastive_token_table(host, plus: Policy, minus: Policy, xs: list[str],
                             ys_ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-token Eq. 15 scores of each reply: a list of ((T_i,) scores, (T_i,) mask)."""
+    """Per-token log π_plus(y_t|·) − log π_minus(y_t|·) of each reply — Eq. 15 for a prompt pair, Eq. 4 for
+    (π*, π0): a list of ((T_i,) scores, (T_i,) mask)."""
     out = []
     for b in range(0, len(xs), BATCH):
         xb, yb = xs[b:b + BATCH], ys_ids[b:b + BATCH]
@@ -265,11 +266,29 @@ def _preference_line(line: str, n: int, field: str) -> dict:
     return {k: row[k].strip() for k in ("prompt", "chosen", "rejected")}
 
 
+# ---------- log-ratio of two policies (Eq. 4, parameter->reward) ----------
+def log_ratio_reward(spec: dict, host) -> Reward:
+    """r*(x,y) = log π*(y|x) − log π0(y|x) for the two policies stored in the spec (engine/references.py)."""
+    from engine.references import policy_from_spec
+    for key in ("star", "zero"):
+        if not isinstance(spec.get(key), dict):
+            raise LabInputError(f"reward.{key}: missing policy for kind 'log-ratio'")
+    star, zero = policy_from_spec(spec["star"], host), policy_from_spec(spec["zero"], host)
+    aggregate = spec.get("aggregate", "sum")
+
+    def reward(inputs: list[str], outputs: list[str]) -> list[float]:
+        ys_ids = [host.reply_ids(y) for y in outputs]
+        return [float(contrastive_score(s, m, aggregate)) for s, m in
+                contrastive_token_table(host, star, zero, inputs, ys_ids)]
+    return reward
+
+
 # ---------- rebuild from a spec ----------
 BUILDERS: dict[str, Callable[[dict, object], Reward]] = {
     "judge": judge_reward,
     "contrastive": contrastive_reward,
     "bradley-terry": bradley_terry_reward,
+    "log-ratio": log_ratio_reward,
 }
 
 

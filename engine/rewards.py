@@ -81,6 +81,49 @@ def length_reward(spec: dict) -> Reward:
     return reward
 
 
+NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text: str) -> float | None:
+    """The last number written in `text` ("1,200" reads as 1200; a trailing "." is not a decimal point)."""
+    found = NUMBER_RE.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:  # e.g. "1,,2"
+        return None
+
+
+@reward_kind("exact-number")
+def exact_number_reward(spec: dict) -> Reward:
+    """1.0 if the final number in the reply equals the golden answer of its input, else 0.0.
+
+    The golden answers travel in the spec, {"answers": {input: number}}, so inputs stay plain text."""
+    _check_keys(spec, {"answers"})
+    answers = spec.get("answers")
+    if (not isinstance(answers, dict) or not answers
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in answers.values())):
+        raise LabInputError('reward.answers: give an object mapping each input to its golden number, '
+                            'e.g. {"What is 2 + 3?": 5}')
+
+    def reward(inputs: list[str], outputs: list[str]) -> list[float]:
+        missing = [x for x in inputs if x not in answers]
+        if missing:
+            raise LabInputError(f"reward.answers: no golden answer for input {missing[0]!r}")
+        return [float(final_number(y) == float(answers[x])) for x, y in zip(inputs, outputs)]
+    return reward
+
+
+def check_reward_inputs(spec: dict, inputs: list[str]) -> None:
+    """Rewards that carry per-input data (golden answers) must cover every input of the scenario."""
+    answers = spec.get("answers") if isinstance(spec, dict) else None
+    if isinstance(answers, dict):
+        missing = [x for x in inputs if x not in answers]
+        if missing:
+            raise LabInputError(f"reward.answers: no golden answer for input {missing[0]!r}")
+
+
 # ---------- rewards read off the model (prompt->reward artifacts) ----------
 def build_model_reward(spec: dict, host) -> Reward:
     """Rebuild a model-based reward from the JSON spec a prompt->reward run stores:

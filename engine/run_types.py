@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from engine.scenarios import Scenario
 
@@ -20,12 +20,13 @@ class RunContext:
     run_id: str
     out_dir: Path                  # where this run may write files (adapters, ...)
     on_progress: ProgressFn
+    lookup: Callable[[str], dict | None] = lambda run_id: None  # run id -> stored run (engine/references.py)
 
 
 @dataclass
 class Result:
     metrics: dict[str, float]
-    artifact: dict                 # {"kind", "vertex", "path", "data"}
+    artifact: dict | None          # {"kind", "vertex", "path", "data"}; None for runs that make none (best-of-N)
     samples: list[dict] = field(default_factory=list)  # {"policy","input","output","reward","sample_index"}
 
 

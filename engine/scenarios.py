@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LabInputError
-from engine.rewards import Reward, build_reward
+from engine.rewards import Reward, build_reward, check_reward_inputs
 from engine.settings import ASSETS_DIR
 
 SCENARIO_DIR = ASSETS_DIR / "scenarios"
@@ -77,6 +77,7 @@ def parse_scenario(data: object, source: str = "") -> Scenario:
     build_reward(data["reward"])  # validates the spec, naming the field
     train = _input_pool(data, "train_inputs", MIN_TRAIN)
     heldout = _input_pool(data, "heldout_inputs", MIN_HELDOUT)
+    check_reward_inputs(data["reward"], train + heldout)  # e.g. a golden answer for every input
     return Scenario(name=data["name"].strip(), prompt=data["prompt"].strip(), reward_spec=data["reward"],
                     train_inputs=train, heldout_inputs=heldout,
                     description=data.get("description", ""), negative_prompt=data.get("negative_prompt", ""),

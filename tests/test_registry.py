@@ -38,7 +38,6 @@ def test_bad_settings_are_clear(overrides, message):
 @pytest.mark.parametrize("args, message", [
     (("prompt", "banana", None, "sentiment"), "vertex 'banana' is unknown"),
     (("prompt", "prompt", None, "sentiment"), "must be different"),
-    (("reward", "prompt", None, "sentiment"), "not built yet"),
     (("prompt", "parameter", "sgd", "sentiment"), "method 'sgd' is unknown"),
     (("prompt", "parameter", "kl", "nosuch"), "neither a built-in"),
 ])

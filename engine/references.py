@@ -1,0 +1,137 @@
+"""References from one run to what other runs made: an adapter, a prompt, a reward.
+
+Configs name them as text: a policy is `base`, `prompt` (the scenario's z), `scenario:NAME` (another
+scenario's z) or a run id (its adapter or prompt artifact); a reward is empty (the scenario's reference
+reward) or a run id (its reward artifact). Each config lists its reference fields in `REFERENCES`
+({field: "policy" | "adapter" | "reward"}) so they are checked before a run is created, and resolved
+inside the run through `ctx.lookup`.
+
+Policies stored inside artifacts (e.g. the two policies of a log-ratio reward) are plain dicts
+{"system", "adapter_path", "label"} so a reward can be rebuilt in another process.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+from engine.errors import LabInputError
+from engine.policies import BASE, Policy, prompted
+
+Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
+KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt")}
+BUILTIN_POLICIES = ("base", "prompt")
+
+
+def references(config) -> dict[str, str]:
+    return dict(getattr(config, "REFERENCES", {}))
+
+
+def check_references(config, scenario, lookup: Lookup) -> None:
+    """Raise LabInputError for any reference field of `config` that does not resolve (reads only)."""
+    for field, what in references(config).items():
+        ref = str(getattr(config, field)).strip()
+        if not ref and what != "reward":
+            raise LabInputError(f"{field}: empty; give {_expected(what)}")
+        if not ref or (what == "policy" and ref in BUILTIN_POLICIES):
+            continue
+        if what == "policy" and ref.startswith("scenario:"):
+            _scenario_prompt(ref, field)
+            continue
+        stored_artifact(lookup, ref, field, KIND_FOR[what])
+
+
+def stored_artifact(lookup: Lookup, run_id: str, field: str, kinds: tuple[str, ...]) -> dict:
+    """The artifact of run `run_id` if it is one of `kinds`; clear errors otherwise."""
+    run = lookup(run_id)
+    if run is None:
+        raise LabInputError(f"{field}: no run with id {run_id!r}; list runs with `python -m engine runs`")
+    if run["status"] != "succeeded":
+        raise LabInputError(f"{field}: run {run_id} is {run['status']}, not succeeded")
+    for a in run.get("artifacts") or []:
+        if a["kind"] in kinds:
+            return a
+    made = ", ".join(a["kind"] for a in run.get("artifacts") or []) or "nothing"
+    raise LabInputError(f"{field}: run {run_id} ({run['edge']}) made {made}, not {' or '.join(kinds)}; "
+                        f"pick a run that made {_article(kinds[0])} {kinds[0]}")
+
+
+# ---------- policies ----------
+def resolve_policy(ref: str, ctx, field: str = "policy") -> Policy:
+    """The policy a reference names, with its adapter loaded in the host."""
+    ref = ref.strip()
+    if ref == "base":
+        return BASE
+    if ref == "prompt":
+        return prompted(ctx.scenario.prompt, f"{ctx.scenario.name} prompt")
+    if ref.startswith("scenario:"):
+        name = ref.split(":", 1)[1]
+        return prompted(_scenario_prompt(ref, field), f"{name} prompt")
+    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["policy"])
+    return policy_from_spec(artifact_policy_spec(artifact, ref), ctx.host)
+
+
+def artifact_policy_spec(artifact: dict, run_id: str) -> dict:
+    data = artifact.get("data") or {}
+    if artifact["kind"] == "prompt":
+        return {"system": data["prompt_text"], "adapter_path": None, "label": f"prompt of {run_id}"}
+    return {"system": data.get("system"), "adapter_path": artifact["path"], "label": f"adapter of {run_id}"}
+
+
+def policy_spec(policy: Policy, host) -> dict:
+    """A policy as JSON: its prompt and the saved path of its adapter (loaded adapters only)."""
+    path = host.adapters[policy.adapter]["path"] if policy.adapter else None
+    if policy.adapter and not path:
+        raise LabInputError(f"adapter {policy.adapter!r} has not been saved; it cannot be referenced")
+    return {"system": policy.system, "adapter_path": path, "label": policy.label}
+
+
+def policy_from_spec(spec: dict, host) -> Policy:
+    """Rebuild a policy from `policy_spec` JSON, loading its adapter (once) under a name made from its path."""
+    path = spec.get("adapter_path")
+    name = None
+    if path:
+        name = next((n for n, a in host.adapters.items() if a.get("path") == str(path)), None)
+        if name is None:
+            from pathlib import Path
+            if not (Path(path) / "adapter_model.safetensors").is_file():
+                raise LabInputError(f"adapter files are missing at {path}; was the run deleted?")
+            name = "ref-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+            host.load_adapter(name, path)
+    return Policy(system=spec.get("system"), adapter=name, label=spec.get("label") or "policy")
+
+
+# ---------- rewards ----------
+def resolve_reward(ref: str, ctx, field: str = "reward"):
+    """The reward a reference names: empty = the scenario's reference reward, else a reward artifact."""
+    ref = ref.strip()
+    if not ref:
+        return ctx.scenario.reward()
+    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["reward"])
+    return build_any_reward(artifact.get("data") or {}, ctx.host)
+
+
+def build_any_reward(spec: dict, host):
+    """A reference reward (sentiment, keywords, ...) or a reward read off the model (judge, log-ratio, ...)."""
+    from engine.rewards import build_reward, reward_kinds
+    if spec.get("kind") in reward_kinds():
+        return build_reward(spec)
+    from engine.rewards import build_model_reward
+    return build_model_reward(spec, host)
+
+
+def _scenario_prompt(ref: str, field: str) -> str:
+    from engine.scenarios import builtin_scenarios, load_scenario
+    name = ref.split(":", 1)[1].strip()
+    if name not in builtin_scenarios():
+        raise LabInputError(f"{field}: no built-in scenario {name!r}; choose from {', '.join(builtin_scenarios())}")
+    return load_scenario(name).prompt
+
+
+def _expected(what: str) -> str:
+    return {"policy": "base, prompt, scenario:NAME or a run id",
+            "adapter": "the id of a run that made an adapter",
+            "reward": "the id of a run that made a reward"}[what]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"

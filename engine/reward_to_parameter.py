@@ -1,0 +1,208 @@
+"""reward -> parameter: train a LoRA adapter to maximize a reward while staying close to π0 (2406.16377 §2).
+
+Objective (Eq. 1): max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]. Two methods, both on-policy:
+  rloo  k samples per input; the KL-shaped reward r − β log(π/π0) (Eq. 1's sample estimate) with a
+        leave-one-out baseline; REINFORCE on the adapter.
+  dpo   k samples per input, scored; DPO on the best-vs-worst pair of each input, refreshed every step
+        (online). π0 is the same weights with the adapter switched off — never a second model copy.
+The reward is the scenario's reference reward or any reward artifact in storage (`reward` = a run id).
+Reports, held-out: reward before (π0) and after (the adapter), exact KL(π ‖ π0) per token; per step the
+train reward, loss, and every `eval_every` steps held-out reward and KL to π0 (the reward-vs-KL curve).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from engine.evaluation import Scored, kl_to_cached, reply_logprobs, sample_and_score
+from engine.lora import lora_config, parse_targets
+from engine.policies import BASE, Policy, with_adapter
+from engine.prompt_to_parameter import lr_at
+from engine.references import resolve_reward
+from engine.rl_objectives import dpo_loss, kl_shaped_reward, policy_gradient_loss, rloo_advantages
+from engine.run_types import Result, RunContext, opt
+
+EDGE = "reward->parameter"
+MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over the step's samples)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    REFERENCES: ClassVar[dict] = {"reward": "reward"}
+
+    reward: str = opt("", "Reward to maximize: empty = the scenario's reference reward, or the id of a run "
+                          "that made a reward (prompt->reward, parameter->reward, ...).")
+    steps: int = opt(20, "Optimizer steps; each samples fresh replies from the current adapter.", 1, 2000)
+    batch_size: int = opt(8, "Train inputs per step.", 1, 64)
+    k: int = opt(4, "Samples per input (the RLOO group, or the pool DPO picks best and worst from).", 2, 16)
+    beta: float = opt(0.05, "KL strength β of Eq. 1 (rloo: reward − β log π/π0; dpo: DPO's β).", 0.0, 10.0)
+    lr: float = opt(2e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
+    lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
+    lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
+    lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
+    temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
+    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
+    n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
+    n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
+    eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
+    eval_every: int = opt(5, "Steps between live held-out reward / KL points (0 = only at the end).", 0, 2000)
+    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
+    seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
+
+    def validate(self) -> None:
+        parse_targets(self.lora_targets)
+
+
+METHODS = {
+    "rloo": {"beta": 0.05, "lr": 2e-3},
+    "dpo": {"beta": 0.1, "lr": 5e-4},
+}
+
+
+def run(method: str, config: RLConfig, ctx: RunContext) -> Result:
+    host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
+    reward = resolve_reward(config.reward, ctx)
+    held_x = sc.heldout_inputs[:config.n_heldout or None]
+    policy = with_adapter(f"rl-{ctx.run_id}", "trained")
+    held = lambda p, lo, hi, label: sample_and_score(
+        host, p, held_x, reward, config.eval_samples, config.max_new_tokens, config.eval_temperature,
+        config.seed + 1, on_batch=lambda i, k: progress(lo + (hi - lo) * i / k, f"held-out: {label} generations"))
+
+    held_base = held(BASE, 0.0, 0.08, "base")
+    progress(0.08, "held-out: base", step=0, points=_live_eval(config, host, BASE, reward, sc.heldout_inputs))
+    torch.manual_seed(config.seed)
+    host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
+    try:
+        _train(method, config, ctx, policy, reward)
+        held_after = held(policy, 0.9, 0.96, "trained")
+        progress(0.96, "held-out: KL to π0")
+        kl = kl_to_base(host, policy, held_after)
+        out = host.save_adapter(policy.adapter, ctx.out_dir)
+    except BaseException:
+        host.delete_adapter(policy.adapter)
+        raise
+    metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl}
+    metrics |= _reference_metrics(config, sc, held_base, held_after)
+    artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
+                "data": {"adapter_name": policy.adapter, "method": method, "reward": config.reward or "reference",
+                         "beta": config.beta}}
+    return Result(metrics=metrics, artifact=artifact, samples=held_base.rows() + held_after.rows())
+
+
+def kl_to_base(host, policy: Policy, samples: Scored) -> float:
+    """Exact KL(π ‖ π0) per reply token, teacher-forced on π's own samples."""
+    tables = reply_logprobs(host, policy, samples.inputs, samples.token_ids)
+    return kl_to_cached(host, tables, BASE, samples.inputs, samples.token_ids)
+
+
+def _reference_metrics(config, sc, before: Scored, after: Scored) -> dict:
+    """When training on a derived reward, also report the scenario's reference reward (reward hacking shows)."""
+    if not config.reward.strip():
+        return {}
+    ref = sc.reward()
+    mean = lambda s: sum(ref(s.inputs, s.outputs)) / len(s.outputs)
+    return {"reference_reward_before": mean(before), "reference_reward_after": mean(after)}
+
+
+# ---------- training ----------
+def _train(method: str, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> None:
+    host, progress = ctx.host, ctx.on_progress
+    train_x = ctx.scenario.train_inputs[:config.n_train or None]
+    params = host.trainable_parameters(policy.adapter)
+    opt_ = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    rng = random.Random(config.seed)
+    order: list[str] = []
+    t0 = time.perf_counter()
+    for step in range(config.steps):
+        if len(order) < config.batch_size:
+            order += rng.sample(train_x, len(train_x))
+        xs, order = order[:config.batch_size], order[config.batch_size:]
+        host.model.eval()
+        batch = sample_and_score(host, policy, xs, reward, config.k, config.max_new_tokens, config.temperature,
+                                 seed=config.seed * 100003 + step + 17)
+        for g in opt_.param_groups:
+            g["lr"] = lr_at(step, config.steps, config.lr)
+        points = STEP[method](config, host, policy, batch, opt_, params)
+        points |= {"train_reward": batch.mean_reward, "step_s": (time.perf_counter() - t0) / (step + 1)}
+        last = step + 1 == config.steps
+        if config.eval_every and (step + 1) % config.eval_every == 0 and not last:
+            points |= _live_eval(config, host, policy, reward, ctx.scenario.heldout_inputs)
+        progress(0.1 + 0.8 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}",
+                 step=step + 1, points=points)
+    host.model.eval()
+
+
+def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool, bf16: bool) -> torch.Tensor:
+    """(N,) log π(y|x) summed over reply tokens, in micro-batches."""
+    out = []
+    for b in range(0, len(xs), MICRO_BATCH):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and grad):
+            logits, targets, mask = host.batch_logits(policy, xs[b:b + MICRO_BATCH], ys[b:b + MICRO_BATCH], grad=grad)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        out.append((logp * mask).sum(-1))
+    return torch.cat(out)
+
+
+def _rloo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
+    r = torch.tensor(batch.rewards)
+    with torch.no_grad():
+        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False, bf16=False)
+    host.model.train()
+    logp = sequence_logps(host, policy, batch.inputs, batch.token_ids, grad=True, bf16=config.bf16)
+    shaped = kl_shaped_reward(r, logp.detach(), logp_ref, config.beta)        # (B*k,)
+    adv = rloo_advantages(shaped.view(-1, config.k)).flatten()
+    loss = policy_gradient_loss(adv, logp)
+    _apply(loss, opt_, host, params)
+    n_tokens = sum(len(t) for t in batch.token_ids)
+    return {"loss": loss.item(), "kl_sample": float((logp.detach() - logp_ref).sum()) / n_tokens}
+
+
+def _dpo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
+    pairs = best_worst_pairs(batch.rewards, config.k)
+    if not pairs:   # every group tied: nothing to learn from this batch
+        return {"pairs": 0.0}
+    idx = [i for pair in pairs for i in pair]
+    xs, ys = [batch.inputs[i] for i in idx], [batch.token_ids[i] for i in idx]
+    with torch.no_grad():
+        ref = sequence_logps(host, BASE, xs, ys, grad=False, bf16=False)
+    host.model.train()
+    logp = sequence_logps(host, policy, xs, ys, grad=True, bf16=config.bf16)
+    loss = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], config.beta)
+    _apply(loss, opt_, host, params)
+    return {"loss": loss.item(), "pairs": float(len(pairs))}
+
+
+def best_worst_pairs(rewards: list[float], k: int) -> list[tuple[int, int]]:
+    """(chosen, rejected) flat indices: the best and worst of each group of k samples; tied groups skipped."""
+    pairs = []
+    for g in range(len(rewards) // k):
+        group = range(g * k, (g + 1) * k)
+        best, worst = max(group, key=lambda i: rewards[i]), min(group, key=lambda i: rewards[i])
+        if rewards[best] > rewards[worst]:
+            pairs.append((best, worst))
+    return pairs
+
+
+def _apply(loss: torch.Tensor, opt_, host, params) -> None:
+    opt_.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt_.step()
+    host.model.eval()   # sampling and mixed-adapter batches (steering) refuse training mode
+
+
+STEP = {"rloo": _rloo_step, "dpo": _dpo_step}
+
+
+def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict[str, float]:
+    """Cheap points for the live curves, on the same slice every time: 12 held-out inputs × 2 samples."""
+    host.model.eval()
+    xs = heldout[:12]
+    s = sample_and_score(host, policy, xs, reward, 2, config.max_new_tokens, config.eval_temperature, config.seed + 7)
+    kl = 0.0 if policy.adapter is None else kl_to_base(host, policy, s)
+    return {"reward": s.mean_reward, "kl_to_base": kl}

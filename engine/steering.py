@@ -1,0 +1,167 @@
+"""Decoding-time steering with a log-ratio reward (2406.16377 §3, Eq. 7):
+
+    log π2(y_t | x, y<t) ∝ log π1(y_t | ·) + w · (log π*(y_t | ·) − log π0(y_t | ·)),   w = 1/β
+
+Each decoding step is ONE batched forward over the distinct policies of (π1, π*, π0): every input gets
+one row per policy (prompt variants are rows with their own prefix and KV cache; adapters are mixed in
+the batch through peft's `adapter_names`), the rows' next-token log-probs are combined by
+`steered_logprobs`, one token is sampled per input and fed to all of its rows.
+
+`steered_generate_sequential` is the naive reference: the same steps with one forward per policy after
+another. Both draw the Gumbel noise like `ModelHost.generate` does, so with the same seed and batch size
+π1's plain samples, the naive and the batched steered samples are coupled (identical where they agree).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.model_host import Samples, left_pad, sample_next
+from engine.policies import Policy
+from engine.rl_objectives import steered_logprobs
+
+BASE_ADAPTER = "__base__"   # peft's name for "no adapter" in a mixed batch
+
+# Named presets of the literature, as settings of (π*, π0, π1); "star" means π1 = π*.
+PRESETS = {
+    "proxy-tuning": {"title": "Proxy-tuning / EFT: move π1 by the adapter's log-ratio", "pi1": "scenario:concise",
+                     "pi0": "base"},
+    "contrastive-decoding": {"title": "Contrastive decoding: π* sharpened against the base (π1 = π*)",
+                             "pi1": "star", "pi0": "base"},
+    "context-aware": {"title": "Context-aware decoding: π* = with the prompt, π0 = without (π1 = π*)",
+                      "source_run": "prompt", "pi1": "star", "pi0": "base"},
+    "dexperts": {"title": "DExperts: base + w (expert − anti-expert); give the anti-expert run as pi0",
+                 "pi1": "base", "pi0": ""},
+}
+
+
+@dataclass(frozen=True)
+class Steer:
+    pi1: Policy
+    star: Policy
+    zero: Policy
+    w: float
+
+    def distinct(self) -> list[Policy]:
+        """The policies to run, each once: π1 may equal π* (contrastive decoding) or π0."""
+        out: list[Policy] = []
+        for p in (self.pi1, self.star, self.zero):
+            if not any(_same(p, q) for q in out):
+                out.append(p)
+        return out
+
+    def slots(self) -> tuple[int, int, int]:
+        """Row of π1, π*, π0 within one input's group of distinct policies."""
+        d = self.distinct()
+        find = lambda p: next(i for i, q in enumerate(d) if _same(p, q))
+        return find(self.pi1), find(self.star), find(self.zero)
+
+
+def _same(a: Policy, b: Policy) -> bool:
+    return a.system_text == b.system_text and a.adapter == b.adapter
+
+
+@torch.no_grad()
+def steered_generate(host, steer: Steer, inputs: list[str], n_samples: int = 1, max_new_tokens: int = 40,
+                     temperature: float = 1.0, seed: int = 0, batch_size: int = 32, bf16: bool = True,
+                     on_batch=None) -> Samples:
+    """Sample from π2 (Eq. 7), one batched forward per step over all policies of all inputs."""
+    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16,
+                     on_batch, _batched_step_fn)
+
+
+@torch.no_grad()
+def steered_generate_sequential(host, steer: Steer, inputs: list[str], n_samples: int = 1,
+                                max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
+                                batch_size: int = 32, bf16: bool = True, on_batch=None) -> Samples:
+    """The naive baseline: π1, π* and π0 run one after another at every step, each with its own cache."""
+    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16,
+                     on_batch, _sequential_step_fn)
+
+
+def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16, on_batch,
+              make_step) -> Samples:
+    flat = [x for x in inputs for _ in range(n_samples)]
+    gen = torch.Generator().manual_seed(seed)
+    texts, ids, n_new = [], [], 0
+    i1, i_star, i0 = steer.slots()
+    with host.lock:
+        host.model.eval()   # peft refuses mixed-adapter batches in training mode (a fresh adapter is in it)
+        for b in range(0, len(flat), batch_size):
+            step = make_step(host, steer, flat[b:b + batch_size], bf16)
+            rows = _decode_loop(host, step, len(flat[b:b + batch_size]), steer.w, (i1, i_star, i0),
+                                max_new_tokens, temperature, gen, bf16)
+            for reply in rows:
+                ids.append(reply), texts.append(host.decode(reply))
+                n_new += len(reply)
+            if on_batch:
+                on_batch(min(b + batch_size, len(flat)), len(flat))
+    shape = lambda xs: [xs[i * n_samples:(i + 1) * n_samples] for i in range(len(inputs))]
+    return Samples(inputs=list(inputs), texts=shape(texts), token_ids=shape(ids), n_new_tokens=n_new)
+
+
+def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperature, gen, bf16) -> list[list[int]]:
+    """The shared sampling loop: `step(tokens or None)` returns (G, P, V) next-token logits."""
+    i1, i_star, i0 = slots
+    done = torch.zeros(G, dtype=torch.bool)
+    out_tokens = []
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = step(None)
+        for _ in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float(), -1)                           # (G, P, V)
+            mixed = steered_logprobs(logp[:, i1], logp[:, i_star], logp[:, i0], w)  # (G, V)
+            nxt = sample_next(mixed, temperature, 1.0, gen)
+            nxt = torch.where(done, torch.full_like(nxt, host.pad_id), nxt)
+            out_tokens.append(nxt)
+            done |= nxt == host.eos_id
+            if bool(done.all()):
+                break
+            logits = step(nxt)
+    rows = torch.stack(out_tokens, 1).tolist()
+    return [row[:row.index(host.eos_id) + 1] if host.eos_id in row else row for row in rows]
+
+
+def _batched_step_fn(host, steer: Steer, xs: list[str], bf16: bool):
+    """One forward per step over G×P rows (input-major); adapters mixed per row with `adapter_names`."""
+    policies = steer.distinct()
+    extra = {}
+    if any(p.adapter for p in policies):
+        extra["adapter_names"] = [p.adapter or BASE_ADAPTER for _ in xs for p in policies]
+    forward = lambda **kw: host.model(**kw, **extra)
+    return _rows_step(host, policies, xs, forward)
+
+
+def _sequential_step_fn(host, steer: Steer, xs: list[str], bf16: bool):
+    """Naive: a separate batch (prefixes, cache, forward) per policy, run one after another."""
+    def plain(policy):
+        def forward(**kw):
+            with host.use(policy) as model:
+                return model(**kw)
+        return _rows_step(host, [policy], xs, forward)
+    steps = [plain(p) for p in steer.distinct()]
+
+    def step(tokens):
+        return torch.cat([s(tokens) for s in steps], 1)   # (G, P, V), P in `distinct` order
+    return step
+
+
+def _rows_step(host, policies: list[Policy], xs: list[str], forward):
+    """A KV-cached step function over one row per (input, policy), input-major: (G, P, V) logits."""
+    from transformers import DynamicCache
+    P = len(policies)
+    prefixes = [host.prefix_ids(p, x) for x in xs for p in policies]
+    ids, attn = left_pad(prefixes, host.pad_id)
+    state = {"attn": attn, "pos": (attn.cumsum(-1) - 1).clamp(min=0), "cache": DynamicCache()}
+
+    def step(tokens):
+        if tokens is None:
+            inp = ids
+        else:
+            state["attn"] = torch.cat([state["attn"], torch.ones((len(prefixes), 1), dtype=attn.dtype)], 1)
+            state["pos"] = state["pos"][:, -1:] + 1
+            inp = tokens.repeat_interleave(P)[:, None]
+        out = forward(input_ids=inp, attention_mask=state["attn"], position_ids=state["pos"],
+                      past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].view(len(xs), P, -1)
+    return step

@@ -1,0 +1,116 @@
+"""reward ⇄ parameter on the embedded model: RL steps move the policy the right way, steering is exact,
+the log-ratio reward and best-of-N run end to end, and bad references are refused before anything is written."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.errors import LabInputError
+from engine.evaluation import Scored
+from engine.lora import lora_config
+from engine.policies import BASE, prompted, with_adapter
+from engine.reward_to_parameter import RLConfig, STEP, sequence_logps
+from engine.steering import Steer, steered_generate, steered_generate_sequential
+
+RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
+           "max_new_tokens": 12, "eval_every": 1}
+LR_TINY = {"n_heldout": 4, "eval_samples": 2, "max_new_tokens": 10, "batch_size": 8}
+
+
+@pytest.fixture
+def random_adapter(host):
+    """A LoRA adapter with non-zero weights (a fresh one equals the base)."""
+    torch.manual_seed(0)
+    host.add_lora("noisy", lora_config(4, 8.0, "q_proj,v_proj"))
+    with torch.no_grad():
+        for p in host.trainable_parameters("noisy"):
+            p.normal_(0, 0.05)
+    yield with_adapter("noisy")
+    host.delete_adapter("noisy")
+
+
+@pytest.mark.parametrize("method", ["rloo", "dpo"])
+def test_one_update_raises_the_better_reply_over_the_worse(host, method):
+    """On a fixed batch with rewards 1 (first reply) and 0 (second), one step must move log π(y1) − log π(y2) up."""
+    xs = ["Describe your morning.", "Describe your morning."]
+    ys = [host.reply_ids("What a lovely bright morning!"), host.reply_ids("It was grey and dull.")]
+    batch = Scored("trained", xs, ["", ""], ys, [1.0, 0.0], [0, 1])
+    config = RLConfig(k=2, beta=0.05, bf16=False)
+    torch.manual_seed(0)
+    host.add_lora("pg", lora_config(4, 8.0, "q_proj,v_proj"))
+    try:
+        policy = with_adapter("pg")
+        params = host.trainable_parameters("pg")
+        opt = torch.optim.SGD(params, lr=0.5)
+        margin = lambda: (lambda lp: float(lp[0] - lp[1]))(sequence_logps(host, policy, xs, ys, False, False))
+        before = margin()
+        for _ in range(2):  # LoRA's B starts at zero: the first step only moves B, the second reaches the output
+            STEP[method](config, host, policy, batch, opt, params)
+        host.model.eval()
+        assert margin() > before + 1e-3
+    finally:
+        host.delete_adapter("pg")
+
+
+def test_batched_steering_equals_the_naive_loop_and_w0_is_plain_decoding(host, random_adapter):
+    xs = ["Write one sentence about trains.", "Describe the ocean.", "What is a good breakfast?"]
+    steer = Steer(pi1=prompted("Answer in five words or fewer."), star=random_adapter, zero=BASE, w=1.5)
+    kw = dict(n_samples=2, max_new_tokens=12, temperature=1.0, seed=5, bf16=False)
+    batched = steered_generate(host, steer, xs, **kw)
+    naive = steered_generate_sequential(host, steer, xs, **kw)
+    assert batched.token_ids == naive.token_ids                   # same tokens, one forward per step
+    plain = host.generate(steer.pi1, xs, **kw)
+    unsteered = steered_generate(host, Steer(steer.pi1, steer.star, steer.zero, 0.0), xs, **kw)
+    assert unsteered.token_ids == plain.token_ids
+    assert batched.token_ids != plain.token_ids                   # w = 1.5 does change the text
+    # π1 = π*: contrastive decoding runs two distinct policies, not three
+    assert len(Steer(random_adapter, random_adapter, BASE, 1.0).distinct()) == 2
+
+
+def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
+    rl = lab.run(lab.run_now(lab.prepare("reward", "parameter", "rloo", "sentiment", RL_TINY)))
+    assert rl["status"] == "succeeded", rl["error"]
+    assert set(rl["metrics"]) >= {"reward_before", "reward_after", "kl_to_base"}
+    assert rl["metrics"]["kl_to_base"] > 0                         # the adapter moved away from π0
+    names = {p["name"] for p in lab.points(rl["run_id"])}
+    assert {"loss", "train_reward", "reward", "kl_to_base"} <= names
+    assert Path(rl["artifacts"][0]["path"], "adapter_model.safetensors").is_file()
+
+    lr_id = lab.run_now(lab.prepare("parameter", "reward", None, "sentiment",
+                                    {**LR_TINY, "source_run": rl["run_id"], "pi1": "scenario:concise"}))
+    lr = lab.run(lr_id)
+    assert lr["status"] == "succeeded", lr["error"]
+    m = lr["metrics"]
+    assert set(m) >= {"pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
+                      "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered", "concise_reward_steered"}
+    assert m["kl_steered_to_pi1"] > 0 and m["tokens_per_s_steered"] > 0
+    assert lr["artifacts"][0]["kind"] == "reward" and lr["artifacts"][0]["data"]["kind"] == "log-ratio"
+    token_rows = [s for s in lab.samples(lr_id) if s.get("token_log_ratios")]
+    assert token_rows and len(token_rows[0]["tokens"]) == len(token_rows[0]["token_log_ratios"])
+
+    # the log-ratio reward drives best-of-N and DPO like any reward
+    bon = lab.run(lab.run_now(lab.prepare_task("best-of-n", "bon", "sentiment",
+                                               {"n": "1,2,3", "reward": lr_id, "n_heldout": 3,
+                                                "max_new_tokens": 10})))
+    assert bon["status"] == "succeeded", bon["error"]
+    assert [r["n"] for r in bon["metrics"]["results"]] == [1, 2, 3]
+    assert bon["artifacts"] == []
+    dpo = lab.run(lab.run_now(lab.prepare("reward", "parameter", "dpo", "sentiment",
+                                          {**RL_TINY, "steps": 1, "reward": lr_id})))
+    assert dpo["status"] == "succeeded", dpo["error"]
+    assert "reference_reward_after" in dpo["metrics"]
+
+    # bad references: refused before a run row exists
+    n_runs = len(lab.runs())
+    bad = [(("parameter", "reward", None, "sentiment", {"source_run": lr_id}), "made reward, not adapter"),
+           (("parameter", "reward", None, "sentiment", {"source_run": "nosuchrun"}), "no run with id"),
+           (("parameter", "reward", None, "sentiment", {"source_run": rl["run_id"], "w": "12"}), "out of range"),
+           (("reward", "parameter", "rloo", "sentiment", {"reward": rl["run_id"]}), "not reward"),
+           (("parameter", "reward", None, "sentiment", {"source_run": rl["run_id"], "pi1": "scenario:nope"}),
+            "no built-in scenario")]
+    for args, msg in bad:
+        with pytest.raises(LabInputError, match=msg):
+            lab.prepare(*args)
+    with pytest.raises(LabInputError, match="out of range"):
+        lab.prepare_task("best-of-n", "bon", "sentiment", {"n": "0,4"})
+    assert len(lab.runs()) == n_runs
