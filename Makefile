@@ -37,7 +37,10 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
+	$(PY) -m pip install -q -r bench/requirements-bench.txt
 	$(PY) bench/bench_skeleton.py
+	$(PY) bench/bench_steering.py
+	$(PY) bench/bench_rl_step.py
 
 screenshot: setup
 	$(PY) bench/screenshot.py assets/screenshot.png

@@ -7,20 +7,28 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app import plots_reward_parameter as prp
+
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
+CURVES_BY_EDGE = {
+    "reward->parameter": (("loss", "training loss"), ("kl_to_base", "held-out KL(π ‖ π0) (nats/token)"),
+                          ("reward", "held-out reward")),
+    "best-of-n": (("reward", "held-out reward vs N"), ("kl_bound", "KL bound vs N (nats per reply)")),
+}
 POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
 
 
-def training_curves(points: list[dict]) -> go.Figure:
-    """Loss, held-out KL and reward against the optimizer step, one panel each."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in CURVES], horizontal_spacing=0.08)
+def training_curves(points: list[dict], edge: str | None = None) -> go.Figure:
+    """Loss, held-out KL and reward against the optimizer step, one panel each (the edge picks which)."""
+    curves = CURVES_BY_EDGE.get(edge, CURVES)
+    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[t for _, t in curves], horizontal_spacing=0.08)
     df = pd.DataFrame(points or [], columns=["name", "step", "value"])
-    for col, (name, _) in enumerate(CURVES, start=1):
+    for col, (name, _) in enumerate(curves, start=1):
         d = df[df["name"] == name]
         fig.add_trace(go.Scatter(x=d["step"], y=d["value"], mode="lines+markers", name=name,
                                  showlegend=False), row=1, col=col)
-        fig.update_xaxes(title_text="step", row=1, col=col)
+        fig.update_xaxes(title_text="N" if edge == "best-of-n" else "step", row=1, col=col)
     fig.update_layout(height=300, margin=dict(l=40, r=20, t=40, b=40), template="plotly_white")
     return fig
 
@@ -38,12 +46,12 @@ def reward_bars(metrics: dict) -> go.Figure:
     return fig
 
 
-def kl_bars(metrics: dict) -> go.Figure:
+def kl_bars(metrics: dict, title: str = "KL to the prompted teacher (nats/token)") -> go.Figure:
     """KL(π0(·|x,z) ‖ π) before (π = base) and after (π = student) training."""
     items = [(k.replace("kl_", ""), metrics[k]) for k in ("kl_before", "kl_after") if metrics.get(k) is not None]
     fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items], marker_color=["#7f7f7f", "#d62728"][:len(items)],
                            text=[f"{v:.4f}" for _, v in items], textposition="outside"))
-    fig.update_layout(title="KL to the prompted teacher (nats/token)", height=300, template="plotly_white",
+    fig.update_layout(title=title, height=300, template="plotly_white",
                       margin=dict(l=40, r=20, t=40, b=40))
     _headroom(fig, [v for _, v in items])
     return fig
@@ -109,4 +117,20 @@ def result_figures(edge: str, metrics: dict, samples: list[dict]) -> tuple[go.Fi
     if edge == "prompt->reward":
         return (metric_bars(metrics, ("pair_accuracy", "spearman"), "agreement with the reference reward"),
                 derived_vs_reference(samples))
+    if edge == "reward->parameter":
+        return prp.rl_bars(metrics), kl_bars({"kl_after": metrics.get("kl_to_base")}, "KL(π ‖ π0) after training")
+    if edge == "parameter->reward":
+        return (prp.steering_bars(metrics),
+                metric_bars(metrics, ("pair_accuracy", "gap_closed"), "r* agreement and steering gap closed"))
+    if edge == "best-of-n":
+        return prp.bon_curve(metrics.get("results") or []), kl_bound_bars(metrics.get("results") or [])
     return reward_bars(metrics), kl_bars(metrics)
+
+
+def kl_bound_bars(results: list[dict]) -> go.Figure:
+    """Best-of-N's KL bound log N − (N−1)/N for each N (nats per reply)."""
+    fig = go.Figure(go.Bar(x=[f"N={r['n']}" for r in results], y=[r["kl_bound"] for r in results],
+                           text=[f"{r['kl_bound']:.2f}" for r in results], textposition="outside"))
+    fig.update_layout(title="KL(π_BoN ‖ π) ≤ log N − (N−1)/N", height=300, template="plotly_white",
+                      margin=dict(l=40, r=20, t=40, b=40))
+    return fig

@@ -6,14 +6,18 @@ import json
 import gradio as gr
 
 from app import plots, views
+from app import plots_reward_parameter as prp
 from engine.errors import LabInputError
 
 UPLOAD = "(uploaded file)"
 
 
 def _edge_choices(lab) -> list[tuple[str, str]]:
-    return [(f"{e['from']} → {e['to']}" + ("" if e["available"] else "  (not built yet)"), e["edge"])
-            for e in lab.edges()]
+    def label(e):
+        if e["edge"] == "best-of-n":
+            return "best-of-N (a reward at decoding time)"
+        return f"{e['from']} → {e['to']}" + ("" if e["available"] else "  (not built yet)")
+    return [(label(e), e["edge"]) for e in lab.tasks()]
 
 
 def _scenario_markdown(data: dict) -> str:
@@ -45,12 +49,11 @@ def build(lab, selected_run: gr.State) -> None:
 
     @gr.render(inputs=[edge, method])
     def settings(edge_name: str, method_name: str):
-        source, target = edge_name.split("->")
-        available = next(e for e in lab.edges() if e["edge"] == edge_name)["available"]
+        available = next(e for e in lab.tasks() if e["edge"] == edge_name)["available"]
         if not available or not method_name:
             gr.Markdown("*This edge is not built yet.*")
             return
-        fields = lab.method_fields(source, target, method_name)
+        fields = lab.task_fields(edge_name, method_name)
         inputs = []
         with gr.Accordion("Settings", open=True):
             with gr.Row(equal_height=True):
@@ -61,7 +64,7 @@ def build(lab, selected_run: gr.State) -> None:
         def submit(scen, file, *values):
             overrides = {f["name"]: v for f, v in zip(fields, values) if v != f["default"]}
             try:
-                request = lab.prepare(source, target, method_name, _scenario_source(scen, file), overrides)
+                request = lab.prepare_task(edge_name, method_name, _scenario_source(scen, file), overrides)
             except LabInputError as e:
                 return gr.update(), f"<span style='color:#d62728'>**Cannot run:** {e}</span>"
             run_id = lab.submit(request)
@@ -79,6 +82,16 @@ def build(lab, selected_run: gr.State) -> None:
     generations = gr.Dataframe(label="Side-by-side generations on held-out inputs (first sample each)",
                                wrap=True, elem_id="generations", max_height=700,
                                column_widths=["16%", "28%", "28%", "28%"])
+    frontier = gr.Plot(label="Reward vs KL: every RL and best-of-N run of this scenario", visible=False,
+                       elem_id="reward-vs-kl")
+    token_view = gr.HTML(elem_id="token-view")
+    with gr.Group(visible=False) as steer_box:
+        gr.Markdown("**Decoding-time steering (Eq. 7)**: log π2 = log π1 + w·(log π* − log π0). Move w = 1/β; "
+                    "the steered column regenerates from the same seed beside plain π1 (w = 0 gives π1 back).")
+        with gr.Row():
+            w_slider = gr.Slider(0, 4, value=1.0, step=0.25, label="w = 1/β", elem_id="steer-w")
+            n_steer = gr.Slider(1, 8, value=3, step=1, label="held-out inputs")
+        steer_table = gr.Dataframe(wrap=True, elem_id="steer-table", interactive=False)
 
     # ---- events ----
     def on_scenario(name, file):
@@ -96,13 +109,12 @@ def build(lab, selected_run: gr.State) -> None:
             return f"<span style='color:#d62728'>**Bad scenario file:** {e}</span>"
 
     def on_edge(edge_name):
-        source, target = edge_name.split("->")
-        e = next(e for e in lab.edges() if e["edge"] == edge_name)
+        e = next(e for e in lab.tasks() if e["edge"] == edge_name)
         fig = plots.triangle(lab.edges(), edge_name)
         if not e["available"]:
             return fig, gr.update(choices=[], value=None), "", \
                 f"**{e['title']}** ({e['section']}) — not built yet in this version of the lab."
-        methods = [m["method"] for m in lab.methods(source, target)]
+        methods = [m["method"] for m in lab.task_methods(edge_name)]
         return fig, gr.update(choices=methods, value=methods[0]), _equation(lab, edge_name, methods[0]), \
             f"**{e['title']}** ({e['section']})"
 
@@ -113,17 +125,28 @@ def build(lab, selected_run: gr.State) -> None:
         """Redraw only when the run changed (status, progress or a new curve point)."""
         run = lab.run(run_id) if run_id else None
         if run is None:
-            return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None)
+            return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None,
+                    gr.update(visible=False), "", gr.update(visible=False))
         points = lab.points(run_id)
         sig = (run_id, run["status"], run["progress"], run["stage"], len(points))
         if sig == last_sig:
-            return (gr.skip(),) * 6 + (last_sig,)
+            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 3
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
         figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
-        return (views.progress_html(run), plots.training_curves(points), *figs,
-                views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig)
+        return (views.progress_html(run), plots.training_curves(points, run["edge"]), *figs,
+                views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig,
+                *_edge_extras(lab, run, samples if done else []))
+
+    def steer(run_id, w, n):
+        run = lab.run(run_id) if run_id else None
+        if not run or run["edge"] != "parameter->reward" or run["status"] != "succeeded":
+            return gr.skip()
+        try:
+            return views.steer_table(lab.steer_preview(run_id, w, int(n)), w)
+        except LabInputError as e:
+            return views.steer_table([], w, str(e))
 
     scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
     upload.change(on_upload, upload, scenario_info)
@@ -133,14 +156,48 @@ def build(lab, selected_run: gr.State) -> None:
                      selected_run, status)
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
-    watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig]
+    watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box]
+    w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table)
+    n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table)
     timer.tick(refresh, [selected_run, last_sig], watched, show_progress="hidden")
     selected_run.change(refresh, [selected_run, gr.State(None)], watched, show_progress="hidden")
 
 
+def _edge_extras(lab, run: dict, samples: list[dict]) -> tuple:
+    """(reward-vs-KL chart, per-token view, steering box) for the edges that have them."""
+    edge, hidden = run["edge"], gr.update(visible=False)
+    if edge in ("reward->parameter", "best-of-n"):
+        rl, bon = _frontier_runs(lab, run["scenario"])
+        return gr.update(value=prp.reward_vs_kl(rl, bon), visible=True), "", hidden
+    if edge == "parameter->reward" and samples:
+        return hidden, prp.token_html(samples), gr.update(visible=True)
+    return hidden, "", hidden
+
+
+def _frontier_runs(lab, scenario: str) -> tuple[list[dict], list[dict]]:
+    """Stored RL runs (their (KL per reply, reward) points, the final numbers last) and best-of-N runs."""
+    rl, bon = [], []
+    for r in lab.runs(scenario=scenario):
+        m = r.get("metrics") or {}
+        if r["status"] != "succeeded":
+            continue
+        if r["edge"] == "best-of-n" and m.get("results"):
+            bon.append({"run_id": r["run_id"], "results": m["results"]})
+        elif r["edge"] == "reward->parameter" and "kl_to_base_seq" in m:
+            pts = {}
+            for p in lab.points(r["run_id"]):
+                pts.setdefault(p["step"], {})[p["name"]] = p["value"]
+            curve = [(v["kl_to_base_seq"], v["reward"]) for _, v in sorted(pts.items())
+                     if "kl_to_base_seq" in v and "reward" in v]
+            curve.append((m["kl_to_base_seq"], m["reward_after"]))
+            beta = (r["config"].get("method_config") or {}).get("beta", 0.0)
+            rl.append({"run_id": r["run_id"], "method": r["method"], "beta": beta,
+                       "kl": [c[0] for c in curve], "reward": [c[1] for c in curve]})
+    return rl, bon
+
+
 def _equation(lab, edge_name: str, method_name: str) -> str:
-    source, target = edge_name.split("->")
-    m = next((m for m in lab.methods(source, target) if m["method"] == method_name), None)
+    m = next((m for m in lab.task_methods(edge_name) if m["method"] == method_name), None)
     return f"**{m['title']}** — `{m['equation']}`" if m else ""
 
 

@@ -5,9 +5,10 @@ import html
 
 import pandas as pd
 
-POLICY_ORDER = ["base", "teacher", "student", "positive", "negative"]
+POLICY_ORDER = ["base", "teacher", "student", "trained", "positive", "negative", "π0", "π*", "π1", "π2"]
 POLICY_TITLES = {"base": "base π0", "teacher": "π0 + prompt (teacher)", "student": "π0 + adapter (student)",
-                 "positive": "π0 + z+", "negative": "π0 + z−"}
+                 "positive": "π0 + z+", "negative": "π0 + z−", "trained": "π0 + adapter (trained on r)",
+                 "π2": "π2 = π1 steered by r* (Eq. 7)"}
 
 
 def side_by_side(samples: list[dict], sample_index: int = 0) -> pd.DataFrame:
@@ -73,3 +74,49 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         rows.append([r["run_id"], r["created_at"], r["edge"], r["method"], r["scenario"], r["status"],
                      f"{100 * (r.get('progress') or 0):.0f}%", r.get("duration_s"), key])
     return pd.DataFrame(rows, columns=cols)
+
+
+def steer_table(rows: list[dict], w: float, error: str = "") -> pd.DataFrame:
+    """Plain π1 beside the steered π2 at strength w, each with its reference reward."""
+    if error:
+        return pd.DataFrame({"error": [error]})
+    return pd.DataFrame({"input": [r["input"] for r in rows],
+                         "π1 (plain)": [f"{r['pi1']}  [r={r['reward_pi1']:.2f}]" for r in rows],
+                         f"π2 steered, w={w:g}": [f"{r['steered']}  [r={r['reward_steered']:.2f}]" for r in rows]})
+
+
+def compare_table(result: dict | None) -> pd.DataFrame:
+    """A compare's generations: one row per (input, sample), one column per policy, in the order chosen.
+
+    Rows share the seed, so a row shows what each policy wrote under the same sampling noise."""
+    if not result:
+        return pd.DataFrame(columns=["input"])
+    df = pd.DataFrame(result["samples"])
+    keys = df[["input", "sample_index"]].drop_duplicates()
+    table = pd.DataFrame({"input": [f"{x}" + (f"  (#{k + 1})" if k else "") for x, k in keys.itertuples(index=False)]})
+    for p in result["policies"]:
+        d = df[df["policy"] == p["label"]].set_index(["input", "sample_index"])
+        head = f"{p['label']} · r={p['mean_reward']:.2f}±{p['stderr']:.2f}"
+        table[head] = [_compare_cell(d.loc[(x, k)]) for x, k in keys.itertuples(index=False)]
+    return table
+
+
+def _compare_cell(row) -> str:
+    extra = row.get("extra_reward")
+    extra = f", r′={extra:.2f}" if isinstance(extra, (int, float)) and extra == extra else ""
+    return f"{row['output']}  [r={row['reward']:.2f}{extra}]"
+
+
+def artifact_markdown(run: dict | None) -> str:
+    """What a run left at its target vertex: kind, where its files are, its prompt text if it is one."""
+    artifacts = (run or {}).get("artifacts") or []
+    if not artifacts:
+        return "*This run made no artifact (e.g. best-of-N), or it did not finish.*"
+    parts = []
+    for a in artifacts:
+        data = dict(a.get("data") or {})
+        text = data.pop("prompt_text", None)
+        line = f"**{a['kind']}** at the {a['vertex']} vertex" + (f" · files: `{a['path']}`" if a.get("path") else "")
+        body = "".join(f"\n- `{k}`: {html.escape(str(v))[:200]}" for k, v in data.items())
+        parts.append(line + body + (f"\n\nprompt text:\n```text\n{text}\n```" if text else ""))
+    return "\n\n".join(parts)

@@ -4,11 +4,13 @@ One Lab per process: one model host (loaded on first use), one store, one job ru
 """
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 
 from engine.errors import LabInputError
 from engine.jobs import JobRunner, RunRequest, prepare, prepare_task
-from engine.registry import EDGES, VERTICES, config_fields, get_edge, get_method, get_task
+from engine.registry import EDGES, TASKS, VERTICES, config_fields, get_edge, get_method, get_task
 from engine.scenarios import builtin_scenarios, load_scenario
 from engine.settings import Settings, load_settings
 
@@ -70,6 +72,32 @@ class Lab:
             raise LabInputError(f"source_run: no run with id {run_id!r}; list runs with `python -m engine runs`")
         return run["config"]["scenario_data"]
 
+    def steer_preview(self, run_id: str, w: float, n_inputs: int = 4) -> list[dict]:
+        """Regenerate a parameter->reward run's steered text at strength w (Eq. 7), beside plain π1."""
+        from engine.parameter_to_reward import preview
+        from engine.scenarios import parse_scenario
+        run = self.store.get_run(run_id)
+        artifact = next((a for a in (run or {}).get("artifacts") or [] if a["kind"] == "reward"), None)
+        if artifact is None:
+            raise LabInputError(f"run {run_id!r} made no reward to steer with")
+        scenario = parse_scenario(run["config"]["scenario_data"])
+        return preview(self.jobs.host, artifact["data"], scenario, float(w), n_inputs)
+
+    def tasks(self) -> list[dict]:
+        """Everything the Convert tab can run: the six edges, then tasks such as best-of-N."""
+        return self.edges() + [{"edge": t.name, "from": t.source, "to": t.target, "title": t.title,
+                                "section": t.section, "available": True, "methods": list(t.methods)}
+                               for t in TASKS.values()]
+
+    @staticmethod
+    def task_methods(task: str) -> list[dict]:
+        return [{"method": m.name, "title": m.title, "equation": m.equation, "metrics": list(m.metrics)}
+                for m in get_task(task).methods.values()]
+
+    @staticmethod
+    def task_fields(task: str, method: str) -> list[dict]:
+        return config_fields(get_method(get_task(task), method))
+
     def submit(self, request: RunRequest) -> str:
         return self.jobs.submit(request)
 
@@ -90,6 +118,91 @@ class Lab:
 
     def samples(self, run_id: str) -> list[dict]:
         return self.store.samples(run_id)
+
+    # ---------- compare (engine/compare.py) ----------
+    def compare_scenarios(self) -> list[str]:
+        """Built-in scenarios, then any other scenario a stored run used (e.g. an uploaded file)."""
+        builtin = builtin_scenarios()
+        return builtin + sorted({r["scenario"] for r in self.runs(limit=10_000)} - set(builtin))
+
+    def compare_scenario(self, name: str):
+        """A scenario by name: a built-in, or the one the newest stored run of that name used."""
+        from engine.scenarios import parse_scenario
+        if name in builtin_scenarios():
+            return load_scenario(name)
+        runs = self.runs(scenario=name, limit=1)
+        if not runs:
+            raise LabInputError(f"scenario: {name!r} is neither built in nor used by a stored run")
+        return parse_scenario(runs[0]["config"]["scenario_data"])
+
+    def compare_choices(self, scenario: str) -> list[dict]:
+        """The policies a compare of `scenario` can tick: base, its prompt, and every stored policy run."""
+        from engine.compare import choice_label, policy_runs
+        runs = policy_runs(self.runs(scenario=scenario, with_artifacts=True))
+        by_id = {r["run_id"]: r for r in runs}
+        out = [{"value": "base", "label": "π0 (base)", "edge": "base"},
+               {"value": "prompt", "label": "π0 + z (the scenario's prompt)", "edge": "prompt"}]
+        return out + [{"value": r["run_id"], "label": f"{choice_label(r['run_id'], by_id.get)} · {r['edge']}",
+                       "edge": r["edge"]} for r in runs]
+
+    def reward_choices(self, scenario: str) -> list[dict]:
+        """Stored rewards of `scenario` (runs whose artifact is a reward), to score the compare with too."""
+        runs = self.runs(scenario=scenario, status="succeeded", with_artifacts=True)
+        return [{"value": r["run_id"], "label": f"{r['edge']} ({r['method']}) {r['run_id'][:6]}"}
+                for r in runs if any(a["kind"] == "reward" for a in r.get("artifacts") or [])]
+
+    @staticmethod
+    def compare_fields() -> list[dict]:
+        from engine.compare import COMPARE_SPEC
+        return config_fields(COMPARE_SPEC)
+
+    def compare(self, scenario: str, policies: list[str], reward: str = "", overrides: dict | None = None,
+                on_progress=None) -> dict:
+        """Sample the chosen policies on the same held-out inputs and seed; rewards and exact KL matrix."""
+        from engine.compare import CompareContext, compare_config, run_compare
+        config = compare_config(overrides)
+        ctx = CompareContext(scenario=self.compare_scenario(scenario), host=self.jobs.host, lookup=self.store.get_run)
+        return run_compare(ctx, list(policies), config, reward or "", on_progress)
+
+    def frontier(self, scenario: str, compare: dict | None = None) -> dict:
+        """The reward-vs-KL chart's data: every stored run of `scenario` with a KL to π0, and a compare's."""
+        from engine.compare import frontier
+        runs = self.runs(scenario=scenario, limit=10_000, with_artifacts=True)
+        return frontier(runs, self.points, compare if (compare or {}).get("scenario") == scenario else None)
+
+    # ---------- history: delete, export ----------
+    def delete_run(self, run_id: str) -> dict:
+        """Delete a finished run with its curves, samples, artifacts and files (data/artifacts/<run_id>/)."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise LabInputError(f"no run with id {run_id!r}; list runs with `python -m engine runs`")
+        if run["status"] in ("running", "queued"):
+            raise LabInputError(f"run {run_id} is {run['status']}; cancel it first, then delete it")
+        folder = self.settings.artifacts_dir / run_id
+        had_files = folder.is_dir()
+        shutil.rmtree(folder, ignore_errors=True)
+        self.store.delete_run(run_id)
+        users = [r["run_id"] for r in self.runs(limit=100_000)
+                 if run_id in json.dumps((r.get("config") or {}).get("method_config") or {})]
+        return {"run_id": run_id, "deleted": True, "files_removed": str(folder) if had_files else None,
+                "referenced_by": users}
+
+    def run_bundles(self, run_ids: list[str]) -> list[dict]:
+        """Runs with their curves and samples, in the order given; unknown ids are refused."""
+        out = []
+        for rid in run_ids:
+            run = self.store.get_run(rid)
+            if run is None:
+                raise LabInputError(f"no run with id {rid!r}; list runs with `python -m engine runs`")
+            out.append(run | {"points": self.store.points(rid), "samples": self.store.samples(rid)})
+        return out
+
+    def export(self, run_ids: list[str], fmt: str = "json") -> str:
+        """Runs as text: `json` (everything), `csv` (one row per run) or `samples-csv` (engine/export.py)."""
+        from engine.export import export
+        if not run_ids:
+            raise LabInputError("export: no runs selected")
+        return export(self.run_bundles(run_ids), fmt)
 
 
 _LAB: Lab | None = None

@@ -35,7 +35,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-SHORTCUTS = {"--source-run": "source_run", "--pi0": "pi0", "--pi1": "pi1", "--w": "w", "--reward": "reward"}
+SHORTCUTS = {"--source-run": "source_run", "--pi0": "pi0", "--pi1": "pi1", "--w": "w", "--reward": "reward",
+             "--preset": "preset"}
 
 
 def _add_sets(p: argparse.ArgumentParser) -> None:
@@ -45,17 +46,9 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
 
 
 def convert_overrides(args) -> dict[str, str]:
-    """--set pairs, the shortcut flags, then the preset's values for fields not given."""
-    from engine.steering import PRESETS
+    """--set pairs, then the shortcut flags (--source-run, --w, ...) for the fields they name."""
     out = _parse_sets(args.sets)
-    out |= {field: getattr(args, field) for field in SHORTCUTS.values() if getattr(args, field) is not None}
-    if args.preset:
-        if args.preset not in PRESETS:
-            raise LabInputError(f"--preset {args.preset!r}: choose from {', '.join(PRESETS)}")
-        for key, value in PRESETS[args.preset].items():
-            if key != "title" and key not in out and value:
-                out[key] = value
-    return out
+    return out | {field: getattr(args, field) for field in SHORTCUTS.values() if getattr(args, field) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", help="the edge's method (default: its first)")
     for flag, field in SHORTCUTS.items():
         c.add_argument(flag, dest=field, help=f"the config field {field} (same as --set {field}=...)")
-    c.add_argument("--preset", help="parameter->reward: fill pi0/pi1 from a named steering preset "
-                                    "(proxy-tuning, contrastive-decoding, context-aware, dexperts)")
     _add_sets(c)
     b = sub.add_parser("bon", help="best-of-N with a reward: reference reward vs N, with the KL bound")
     b.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")

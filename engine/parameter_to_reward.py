@@ -28,7 +28,7 @@ from engine.reward_models import contrastive_token_table
 from engine.rewards import pair_accuracy
 from engine.rl_objectives import steered_logprobs
 from engine.run_types import Result, RunContext, opt
-from engine.steering import Steer, steered_generate
+from engine.steering import PRESETS, Steer, apply_preset, steered_generate
 
 EDGE = "parameter->reward"
 TOKEN_VIEW_ROWS = 24   # replies per policy that keep their per-token log-ratios for the page
@@ -45,6 +45,9 @@ class LogRatioConfig:
     pi1: str = opt("base", "π1, the policy steered while decoding: `base`, `prompt`, `scenario:NAME`, a run id, "
                            "or `star` (π1 = π*: contrastive / context-aware decoding).")
     w: float = opt(1.0, "Steering strength w = 1/β in Eq. 7 (0 = π1 unchanged).", 0.0, 10.0)
+    preset: str = opt("custom", "Steering preset: proxy-tuning (π1 ≠ π0), contrastive-decoding (π1 = π*), "
+                                "context-aware (π* = with the prompt, π0 = without, π1 = π*), dexperts "
+                                "(π0 = the anti-expert's run).", choices=tuple(PRESETS))
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
     eval_samples: int = opt(4, "Samples per held-out input from each policy.", 1, 64)
     eval_temperature: float = opt(0.7, "Sampling temperature of all held-out generations.", 0.05, 2.0)
@@ -58,10 +61,12 @@ METHODS = {"log-ratio": {}}
 
 
 def resolve_steer(config: LogRatioConfig, ctx) -> Steer:
-    """(π1, π*, π0) from the config's references; the adapters get loaded in the host."""
-    star = _labelled(resolve_policy(config.source_run, ctx, "source_run"), "π*")
-    zero = _labelled(resolve_policy(config.pi0, ctx, "pi0"), "π0")
-    pi1 = star if config.pi1.strip() == "star" else _labelled(resolve_policy(config.pi1, ctx, "pi1"), "π1")
+    """(π1, π*, π0) from the config's references and preset; the adapters get loaded in the host."""
+    source_run, pi0, pi1_ref = apply_preset(config.preset, config.source_run.strip(), config.pi0.strip(),
+                                            config.pi1.strip())
+    star = _labelled(resolve_policy(source_run, ctx, "source_run"), "π*")
+    zero = _labelled(resolve_policy(pi0, ctx, "pi0"), "π0")
+    pi1 = star if pi1_ref == "star" else _labelled(resolve_policy(pi1_ref, ctx, "pi1"), "π1")
     if star.system_text == zero.system_text and star.adapter == zero.adapter:
         raise LabInputError("pi0: the same policy as π* (source_run); the log-ratio would be zero everywhere")
     return Steer(pi1=pi1, star=star, zero=zero, w=config.w)
@@ -100,6 +105,27 @@ def run(method: str, config: LogRatioConfig, ctx: RunContext) -> Result:
     samples = _rows(host, steer, (zero, star, pi1, steered), tokens_star)
     return Result(metrics=metrics, artifact={"kind": "reward", "vertex": "reward", "path": None, "data": spec},
                   samples=samples)
+
+
+@torch.no_grad()
+def preview(host, spec: dict, scenario, w: float, n_inputs: int = 4, max_new_tokens: int = 32,
+            temperature: float = 0.7, seed: int = 0) -> list[dict]:
+    """π1 and the steered π2 at strength w on the first held-out inputs (the page's w slider).
+
+    `spec` is a stored log-ratio reward artifact; the same seed couples the two columns."""
+    from engine.references import policy_from_spec
+    if spec.get("kind") != "log-ratio" or "steering" not in spec:
+        raise LabInputError("this run's reward is not a log-ratio reward with a steering setup")
+    star, zero = policy_from_spec(spec["star"], host), policy_from_spec(spec["zero"], host)
+    pi1 = policy_from_spec(spec["steering"]["pi1"], host)
+    xs = scenario.heldout_inputs[:n_inputs]
+    kw = dict(n_samples=1, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    plain = host.generate(pi1, xs, **kw)
+    steered = steered_generate(host, Steer(pi1, star, zero, w), xs, **kw)
+    reward = scenario.reward()
+    ys1, ys2 = [t[0] for t in plain.texts], [t[0] for t in steered.texts]
+    return [{"input": x, "pi1": a, "steered": b, "reward_pi1": r1, "reward_steered": r2}
+            for x, a, b, r1, r2 in zip(xs, ys1, ys2, reward(xs, ys1), reward(xs, ys2))]
 
 
 def gap_closed(r_pi0: float, r_star: float, r_pi1: float, r_steered: float) -> float | None:

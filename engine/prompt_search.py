@@ -33,6 +33,7 @@ class Candidate:
     origin: str          # "seed", "candidate list", "yours", "model rewrite", "edit: drop sentence", ...
     iteration: int
     per_input: dict[str, float]   # mean reward over samples, per input scored (search inputs, then finalists')
+    best_reply: tuple[str, str] | None = None   # (x, y) of its highest-reward sample, for demonstrations
     val_score: float | None = None   # Eq. 16's estimate on the finalists' other train inputs
     score: float = field(init=False)  # Eq. 16's estimate on the search inputs
 
@@ -159,6 +160,23 @@ def splice(head: str, donor: str, rng: random.Random) -> str | None:
     """Crossover: append one sentence of another prompt in the pool."""
     new = [s for s in sentences(donor) if s not in sentences(head)]
     return f"{head.strip()} {rng.choice(new)}" if new else None
+
+
+def add_demonstration(z: str, x: str, y: str) -> str:
+    """z followed by one worked example, a ChatML turn pair (x, y): the way a small model is steered best
+    (the concise and arithmetic scenarios write their z like this)."""
+    return f"{z.rstrip()}{TURN_MARK}\n<|im_start|>user\n{x}{TURN_MARK}\n<|im_start|>assistant\n{trim_reply(y)}"
+
+
+def n_demonstrations(z: str) -> int:
+    return z.count("<|im_start|>assistant")
+
+
+def trim_reply(y: str) -> str:
+    """A sampled reply cut at max_new_tokens, trimmed back to its last full sentence (if it has one)."""
+    y = y.strip()
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", y)]
+    return y[:ends[-1]] if ends and ends[-1] < len(y) else y
 
 
 EDITS = {"drop sentence": drop_sentence, "swap sentences": swap_sentences,

@@ -81,12 +81,13 @@ def run(method: str, config: RLConfig, ctx: RunContext) -> Result:
         _train(method, config, ctx, policy, reward)
         held_after = held(policy, 0.9, 0.96, "trained")
         progress(0.96, "held-out: KL to π0")
-        kl = kl_to_base(host, policy, held_after)
+        kl, kl_seq = kl_to_base(host, policy, held_after)
         out = host.save_adapter(policy.adapter, ctx.out_dir)
     except BaseException:
         host.delete_adapter(policy.adapter)
         raise
-    metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl}
+    metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl,
+               "kl_to_base_seq": kl_seq}
     metrics |= _reference_metrics(config, sc, held_base, held_after)
     artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
                 "data": {"adapter_name": policy.adapter, "method": method, "reward": config.reward or "reference",
@@ -94,10 +95,14 @@ def run(method: str, config: RLConfig, ctx: RunContext) -> Result:
     return Result(metrics=metrics, artifact=artifact, samples=held_base.rows() + held_after.rows())
 
 
-def kl_to_base(host, policy: Policy, samples: Scored) -> float:
-    """Exact KL(π ‖ π0) per reply token, teacher-forced on π's own samples."""
+def kl_to_base(host, policy: Policy, samples: Scored) -> tuple[float, float]:
+    """Exact KL(π ‖ π0) teacher-forced on π's own samples: (per reply token, per reply).
+
+    Per reply (the sum over its tokens) is the unit of best-of-N's bound log N − (N−1)/N."""
     tables = reply_logprobs(host, policy, samples.inputs, samples.token_ids)
-    return kl_to_cached(host, tables, BASE, samples.inputs, samples.token_ids)
+    per_token = kl_to_cached(host, tables, BASE, samples.inputs, samples.token_ids)
+    n_tokens = sum(len(t) for t in samples.token_ids)
+    return per_token, per_token * n_tokens / len(samples.token_ids)
 
 
 def _reference_metrics(config, sc, before: Scored, after: Scored) -> dict:
@@ -141,7 +146,7 @@ def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], gra
     """(N,) log π(y|x) summed over reply tokens, in micro-batches."""
     out = []
     for b in range(0, len(xs), MICRO_BATCH):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and grad):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits, targets, mask = host.batch_logits(policy, xs[b:b + MICRO_BATCH], ys[b:b + MICRO_BATCH], grad=grad)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         out.append((logp * mask).sum(-1))
@@ -151,7 +156,7 @@ def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], gra
 def _rloo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     r = torch.tensor(batch.rewards)
     with torch.no_grad():
-        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False, bf16=False)
+        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False, bf16=config.bf16)
     host.model.train()
     logp = sequence_logps(host, policy, batch.inputs, batch.token_ids, grad=True, bf16=config.bf16)
     shaped = kl_shaped_reward(r, logp.detach(), logp_ref, config.beta)        # (B*k,)
@@ -169,7 +174,7 @@ def _dpo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     idx = [i for pair in pairs for i in pair]
     xs, ys = [batch.inputs[i] for i in idx], [batch.token_ids[i] for i in idx]
     with torch.no_grad():
-        ref = sequence_logps(host, BASE, xs, ys, grad=False, bf16=False)
+        ref = sequence_logps(host, BASE, xs, ys, grad=False, bf16=config.bf16)
     host.model.train()
     logp = sequence_logps(host, policy, xs, ys, grad=True, bf16=config.bf16)
     loss = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], config.beta)
@@ -204,5 +209,5 @@ def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict
     host.model.eval()
     xs = heldout[:12]
     s = sample_and_score(host, policy, xs, reward, 2, config.max_new_tokens, config.eval_temperature, config.seed + 7)
-    kl = 0.0 if policy.adapter is None else kl_to_base(host, policy, s)
-    return {"reward": s.mean_reward, "kl_to_base": kl}
+    kl, kl_seq = (0.0, 0.0) if policy.adapter is None else kl_to_base(host, policy, s)
+    return {"reward": s.mean_reward, "kl_to_base": kl, "kl_to_base_seq": kl_seq}

@@ -27,8 +27,8 @@ from engine.lora import lora_config, parse_targets
 from engine.losses import imitation_loss
 from engine.policies import BASE, Policy, prompted
 from engine.prompt_to_parameter import lr_at
-from engine.prompt_search import (Candidate, calls_per_candidate, per_input_means, pick_best, propose_edits,
-                                  propose_rewrites, top_candidates)
+from engine.prompt_search import (Candidate, add_demonstration, calls_per_candidate, n_demonstrations,
+                                  per_input_means, pick_best, propose_edits, propose_rewrites, top_candidates)
 from engine.references import resolve_reward
 from engine.reward_conditioning import (DEFAULT_FORMAT, check_format, control_prompt, control_reward,
                                         level_batches, level_of, level_thresholds, quantile_levels)
@@ -38,6 +38,7 @@ from engine.settings import ASSETS_DIR
 
 EDGE = "reward->prompt"
 PROMPTS_DIR = ASSETS_DIR / "prompts"
+MAX_DEMONSTRATIONS = 3
 SEPARATOR = "|"   # between typed seed prompts: --set seed_prompts="Be kind. | Be warm."
 
 
@@ -51,20 +52,22 @@ class SearchConfig:
                                 "prompt and the candidate list).")
     candidates_file: str = opt("", "Text file of seed prompts, one per line ('#' starts a comment). Empty = "
                                    "assets/prompts/<scenario>.txt, else assets/prompts/generic.txt.")
-    budget: int = opt(720, "Model calls the search may spend: every reply sampled to score a prompt "
+    budget: int = opt(600, "Model calls the search may spend: every reply sampled to score a prompt "
                            "(search_inputs × search_samples each) and every rewrite the model writes.", 1, 100000)
     search_inputs: int = opt(12, "Train inputs every candidate is scored on (the same ones for all).", 1, 1000)
     search_samples: int = opt(2, "Samples per input when scoring a candidate.", 1, 16)
     beam: int = opt(4, "Best candidates kept as parents of each iteration's proposals.", 1, 32)
     rewrites: int = opt(2, "Rewrites of the parents the model writes per iteration.", 0, 32)
     edits: int = opt(2, "Edit-operator proposals (drop, swap, repeat, splice sentences) per iteration.", 0, 32)
+    demonstrations: int = opt(1, "Proposals per iteration that append a parent's best-scoring reply to it as a "
+                                 "worked example (a ChatML turn in z; at most 3 per prompt).", 0, 8)
     rewrite_temperature: float = opt(0.9, "Sampling temperature of the model's rewrites.", 0.05, 2.0)
     finalists: int = opt(3, "Best candidates re-scored, with the seed, on the other train inputs (1 sample "
                             "each) before the pick; guards against a lucky score. 0 = search score only.", 0, 16)
     margin: float = opt(1.0, "The best finalist replaces the seed only if it beats it by more than this many "
                              "standard errors of their paired per-input difference.", 0.0, 5.0)
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
-    eval_samples: int = opt(3, "Samples per held-out input for each reported reward.", 1, 64)
+    eval_samples: int = opt(2, "Samples per held-out input for each reported reward.", 1, 64)
     eval_temperature: float = opt(0.7, "Sampling temperature of scored generations (search and held-out).",
                                   0.05, 2.0)
     max_new_tokens: int = opt(32, "Longest reply sampled, in tokens.", 4, 256)
@@ -173,20 +176,24 @@ class _Scorer:
         self.config, self.ctx, self.reward = config, ctx, reward
         self.calls = 0
 
-    def __call__(self, z: str, xs: list[str], seed: int, n_samples: int) -> dict[str, float]:
-        """{x: mean reward of n_samples replies to x under π0(·|x,z)}."""
+    def __call__(self, z: str, xs: list[str], seed: int, n_samples: int) -> tuple[dict[str, float], tuple]:
+        """({x: mean reward of n_samples replies to x under π0(·|x,z)}, (x, y) of the best reply)."""
         c = self.config
         s = sample_and_score(self.ctx.host, prompted(z, "candidate"), xs, self.reward, n_samples,
                              c.max_new_tokens, c.eval_temperature, seed)
         self.calls += calls_per_candidate(len(xs), n_samples)
-        return per_input_means(s.rewards, s.inputs)
+        # an input quoted in z (a demonstration turn) would be scored on a copied reply: leave it out
+        keep = [j for j, x in enumerate(s.inputs) if x not in z] or list(range(len(s.inputs)))
+        i = max(keep, key=lambda j: s.rewards[j])
+        return (per_input_means([s.rewards[j] for j in keep], [s.inputs[j] for j in keep]),
+                (s.inputs[i], s.outputs[i]))
 
 
 def _search(config: SearchConfig, ctx: RunContext) -> Result:
     sc, progress = ctx.scenario, ctx.on_progress
     reward = resolve_reward(config.reward, ctx)
     xs = sc.train_inputs[:config.search_inputs]
-    xs_val = sc.train_inputs[config.search_inputs:] if config.finalists else []
+    xs_val = _validation_inputs(config, sc.train_inputs)
     score = _Scorer(config, ctx, reward)
     reserve = (config.finalists + 1) * len(xs_val)   # the finalists' re-scoring (1 sample per input), paid up front
     pool = _search_loop(config, ctx, score, xs, reserve)
@@ -195,7 +202,7 @@ def _search(config: SearchConfig, ctx: RunContext) -> Result:
     if xs_val and score.calls + reserve <= config.budget:
         for i, c in enumerate([seed_c] + others):
             progress(0.7 + 0.05 * i / (len(others) + 1), "re-scoring the finalists on the other train inputs")
-            val = score(c.text, xs_val, config.seed + 5, 1)
+            val, _ = score(c.text, xs_val, config.seed + 5, 1)
             c.val_score = sum(val.values()) / len(val)
             c.per_input |= val
     challengers = others if config.finalists else top_candidates([c for c in pool if c is not seed_c], 1)
@@ -217,6 +224,15 @@ def _search(config: SearchConfig, ctx: RunContext) -> Result:
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
 
+def _validation_inputs(config: SearchConfig, train: list[str]) -> list[str]:
+    """The train inputs after the search inputs, for the finalists' re-scoring: at most a third of the
+    budget goes there; none if fewer than 2 inputs are left (no standard error)."""
+    if not config.finalists:
+        return []
+    n = min(len(train) - config.search_inputs, config.budget // (3 * (config.finalists + 1)))
+    return train[config.search_inputs:config.search_inputs + n] if n >= 2 else []
+
+
 def _search_loop(config: SearchConfig, ctx: RunContext, score: _Scorer, xs: list[str], reserve: int) -> list[Candidate]:
     """Score the seeds, then iterate: propose from the best `beam`, score what is new, until the budget
     (less the finalists' `reserve`) cannot pay for another candidate."""
@@ -226,7 +242,8 @@ def _search_loop(config: SearchConfig, ctx: RunContext, score: _Scorer, xs: list
     pool: list[Candidate] = []
 
     def add(text: str, origin: str, it: int) -> None:
-        pool.append(Candidate(text, origin, it, score(text, xs, config.seed, config.search_samples)))
+        per_input, best_reply = score(text, xs, config.seed, config.search_samples)
+        pool.append(Candidate(text, origin, it, per_input, best_reply))
         best = top_candidates(pool, 1)[0].score
         ctx.on_progress(0.7 * min(1.0, score.calls / config.budget), f"search iteration {it}: "
                         f"{len(pool)} prompts scored, best {best:.3f}", step=it,
@@ -255,10 +272,23 @@ def _proposals(config: SearchConfig, ctx: RunContext, score: _Scorer, pool: list
     parents = [c.text for c in top_candidates(pool, config.beam)]
     goal = ctx.scenario.description.strip() or "replies that score high on the reward"
     rewrites = propose_rewrites(ctx.host, parents, goal, config.rewrites, config.rewrite_temperature,
-                                max_new_tokens=64, seed=config.seed * 1009 + it)
+                                max_new_tokens=48, seed=config.seed * 1009 + it)
     score.calls += config.rewrites
     edits = propose_edits(parents, [c.text for c in pool], config.edits, rng)
-    return [(t, o) for t, o in rewrites + edits]
+    return _demonstration_proposals(pool, config.demonstrations) + rewrites + edits
+
+
+def _demonstration_proposals(pool: list[Candidate], n: int) -> list[tuple[str, str]]:
+    """The best prompts that can take one more worked example, each with its own best reply appended."""
+    seen, out = {c.text for c in pool}, []
+    for c in top_candidates(pool, len(pool)):
+        if len(out) == n:
+            break
+        if c.best_reply and n_demonstrations(c.text) < MAX_DEMONSTRATIONS:
+            z = add_demonstration(c.text, *c.best_reply)
+            if z not in seen:
+                out.append((z, "edit: its best reply added as an example"))
+    return out
 
 
 def candidate_rows(pool: list[Candidate]) -> list[dict]:

@@ -23,17 +23,30 @@ from engine.rl_objectives import steered_logprobs
 
 BASE_ADAPTER = "__base__"   # peft's name for "no adapter" in a mixed batch
 
-# Named presets of the literature, as settings of (π*, π0, π1); "star" means π1 = π*.
+# Named presets of the literature: how each sets (π*, π0, π1) — `star` means π1 = π*.
 PRESETS = {
-    "proxy-tuning": {"title": "Proxy-tuning / EFT: move π1 by the adapter's log-ratio", "pi1": "scenario:concise",
-                     "pi0": "base"},
-    "contrastive-decoding": {"title": "Contrastive decoding: π* sharpened against the base (π1 = π*)",
-                             "pi1": "star", "pi0": "base"},
-    "context-aware": {"title": "Context-aware decoding: π* = with the prompt, π0 = without (π1 = π*)",
-                      "source_run": "prompt", "pi1": "star", "pi0": "base"},
-    "dexperts": {"title": "DExperts: base + w (expert − anti-expert); give the anti-expert run as pi0",
-                 "pi1": "base", "pi0": ""},
+    "custom": "π*, π0 and π1 exactly as given",
+    "proxy-tuning": "Proxy-tuning / EFT: move another policy π1 (≠ π0) by the adapter's log-ratio",
+    "contrastive-decoding": "Contrastive decoding: π* sharpened against π0 (π1 = π*)",
+    "context-aware": "Context-aware decoding: π* = π0 with the prompt, π0 without it (π1 = π*)",
+    "dexperts": "DExperts: π1 + w (expert − anti-expert); π* = expert run, π0 = anti-expert run",
 }
+
+
+def apply_preset(preset: str, source_run: str, pi0: str, pi1: str) -> tuple[str, str, str]:
+    """(source_run, pi0, pi1) after a preset; raises LabInputError when the preset's shape is not met."""
+    from engine.errors import LabInputError
+    if preset not in PRESETS:
+        raise LabInputError(f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    if preset == "proxy-tuning" and pi1 in (pi0, "star"):
+        raise LabInputError("pi1: proxy-tuning steers a policy other than π0 and π*, e.g. scenario:concise")
+    if preset == "contrastive-decoding":
+        pi1 = "star"
+    if preset == "context-aware":
+        source_run, pi0, pi1 = source_run or "prompt", "base", "star"
+    if preset == "dexperts" and (pi0 in ("base", "prompt", "") or pi0.startswith("scenario:")):
+        raise LabInputError("pi0: DExperts needs the anti-expert adapter's run id as pi0")
+    return source_run, pi0, pi1
 
 
 @dataclass(frozen=True)

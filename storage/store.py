@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.models import Artifact, Base, MetricPoint, Run, SampleRow, utcnow
 
 SAMPLE_COLUMNS = ("policy", "input", "output", "reward", "sample_index")
+SORT_KEYS = {"created": Run.created_at, "scenario": Run.scenario, "edge": Run.edge, "method": Run.method,
+             "status": Run.status, "duration": None}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -68,14 +70,27 @@ class Store:
             run = s.get(Run, run_id)
             return _run_dict(run, s) if run else None
 
-    def list_runs(self, scenario: str | None = None, edge: str | None = None, limit: int = 500) -> list[dict]:
-        q = select(Run).order_by(Run.created_at.desc()).limit(limit)
-        if scenario:
-            q = q.where(Run.scenario == scenario)
-        if edge:
-            q = q.where(Run.edge == edge)
+    def list_runs(self, scenario: str | None = None, edge: str | None = None, limit: int = 500,
+                  method: str | None = None, status: str | tuple[str, ...] | None = None,
+                  order_by: str = "created", descending: bool = True, with_artifacts: bool = False) -> list[dict]:
+        """Runs matching every filter given, sorted by `order_by` (one of SORT_KEYS), newest first on ties."""
+        if order_by not in SORT_KEYS:
+            raise ValueError(f"order_by: {order_by!r} is not one of {', '.join(SORT_KEYS)}")
+        q = select(Run)
+        for column, value in ((Run.scenario, scenario), (Run.edge, edge), (Run.method, method)):
+            if value:
+                q = q.where(column == value)
+        if status:
+            q = q.where(Run.status.in_((status,) if isinstance(status, str) else tuple(status)))
+        if order_by != "duration":  # a duration is computed from two columns: sorted below, in Python
+            key = SORT_KEYS[order_by]
+            q = q.order_by(key.desc() if descending else key.asc(), Run.created_at.desc()).limit(limit)
         with self.session() as s:
-            return [_run_dict(r) for r in s.scalars(q)]
+            runs = [_run_dict(r, s if with_artifacts else None) for r in s.scalars(q)]
+        if order_by == "duration":
+            runs.sort(key=lambda r: (r["duration_s"] is None, (-1 if descending else 1) * (r["duration_s"] or 0)))
+            runs = runs[:limit]
+        return runs
 
     def runs_with_status(self, *statuses: str) -> list[str]:
         with self.session() as s:

@@ -10,7 +10,7 @@ from engine.evaluation import Scored
 from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
 from engine.reward_to_parameter import RLConfig, STEP, sequence_logps
-from engine.steering import Steer, steered_generate, steered_generate_sequential
+from engine.steering import Steer, apply_preset, steered_generate, steered_generate_sequential
 
 RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
            "max_new_tokens": 12, "eval_every": 1}
@@ -114,3 +114,16 @@ def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
     with pytest.raises(LabInputError, match="out of range"):
         lab.prepare_task("best-of-n", "bon", "sentiment", {"n": "0,4"})
     assert len(lab.runs()) == n_runs
+
+
+def test_presets_set_the_three_policies_or_say_what_is_missing():
+    assert apply_preset("custom", "r1", "base", "base") == ("r1", "base", "base")
+    assert apply_preset("contrastive-decoding", "r1", "base", "base") == ("r1", "base", "star")
+    assert apply_preset("context-aware", "", "r9", "base") == ("prompt", "base", "star")
+    assert apply_preset("dexperts", "expert", "anti", "base") == ("expert", "anti", "base")
+    assert apply_preset("proxy-tuning", "r1", "base", "scenario:concise") == ("r1", "base", "scenario:concise")
+    for args, msg in ((("proxy-tuning", "r1", "base", "base"), "other than π0"),
+                      (("dexperts", "r1", "base", "base"), "anti-expert"),
+                      (("banana", "r1", "base", "base"), "not one of")):
+        with pytest.raises(LabInputError, match=msg):
+            apply_preset(*args)

@@ -1,0 +1,102 @@
+"""Figures of the Compare tab (pure: a compare result or frontier data in, a plotly figure out).
+
+Colours follow what a policy is (base, the scenario's prompt) or the edge that made it, on every chart.
+"""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+EDGE_COLORS = {"base": "#7f7f7f", "prompt": "#17becf", "prompt->parameter": "#d62728",
+               "reward->parameter": "#9467bd", "parameter->prompt": "#ff7f0e", "reward->prompt": "#8c564b",
+               "parameter->reward": "#e377c2", "best-of-n": "#2ca02c"}
+EDGE_NAMES = {"base": "base π0", "prompt": "π0 + prompt", "best-of-n": "best-of-N"}
+SYMBOLS = {"stored": "circle", "measured": "diamond", "bound": "triangle-left"}
+SOURCE_NAMES = {"stored": "stored run", "measured": "this compare", "bound": "KL bound"}
+LAYOUT = dict(template="plotly_white", font=dict(size=14), margin=dict(l=60, r=20, t=50, b=60))
+
+
+def edge_color(edge: str) -> str:
+    return EDGE_COLORS.get(edge, "#bcbd22")
+
+
+def policy_colors(result: dict) -> list[str]:
+    """One colour per compared policy: base, prompt, or the edge of the run that made it."""
+    return [edge_color(p["edge"]) for p in result["policies"]]
+
+
+def reward_bars(result: dict, reward_label: str = "") -> go.Figure:
+    """Mean reference reward per policy with ± one standard error; a second panel for a stored reward."""
+    pols = result["policies"]
+    extra = "mean_extra" in (pols[0] if pols else {})
+    fig = make_subplots(rows=1, cols=2 if extra else 1, horizontal_spacing=0.12,
+                        subplot_titles=["reference reward"] + ([f"stored reward {reward_label}"] if extra else []))
+    names, colors = [p["label"] for p in pols], policy_colors(result)
+    panels = [("mean_reward", "stderr")] + ([("mean_extra", "stderr_extra")] if extra else [])
+    for col, (mean, se) in enumerate(panels, start=1):
+        ys, errs = [p[mean] for p in pols], [p[se] for p in pols]
+        fig.add_trace(go.Bar(x=names, y=ys, error_y=dict(type="data", array=errs, visible=True, thickness=2),
+                             marker_color=colors, text=[f"{v:.2f}" for v in ys], textposition="inside",
+                             insidetextanchor="end", showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>"),
+                      row=1, col=col)
+    fig.update_yaxes(title_text="mean reward ± 1 s.e.", row=1, col=1)
+    fig.update_xaxes(tickangle=-20)
+    fig.update_layout(height=380, title=dict(text="Mean reward per policy", x=0.01), **LAYOUT)
+    return fig
+
+
+def kl_heatmap(result: dict) -> go.Figure:
+    """KL(row ‖ column) per token: rows sample, columns score; blank where a policy has no token distribution."""
+    labels, M = result["kl"]["labels"], result["kl"]["matrix"]
+    z = [[math.nan if v is None else v for v in row] for row in M]
+    text = [["n/a" if v is None else f"{v:.3f}" for v in row] for row in M]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}",
+                               textfont=dict(size=14), colorscale="Blues", zmin=0,
+                               colorbar=dict(title=dict(text="nats/token")),
+                               hovertemplate="KL(%{y} ‖ %{x}) = %{z:.4f} nats/token<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="p: samples from")
+    fig.update_xaxes(title_text="q: scored by", tickangle=-20, side="bottom")
+    fig.update_layout(height=380, title=dict(text="KL(p ‖ q) between policies, per token", x=0.01), **LAYOUT)
+    return fig
+
+
+def frontier_figure(data: dict) -> go.Figure:
+    """Reward against KL(π ‖ π0) per reply: points by edge (symbol = where the numbers come from), RL
+    runs as curves over their training steps, best-of-N as a dashed curve at its KL bound."""
+    fig = go.Figure()
+    for c in data.get("curves") or []:
+        fig.add_trace(_curve_trace(c))
+    shown = set()
+    for p in data.get("points") or []:
+        key = (p["edge"], p["source"])
+        fig.add_trace(_point_trace(p, show=key not in shown))
+        shown.add(key)
+    if not fig.data:
+        fig.add_annotation(text="No run of this scenario has a KL to π0 yet: run a compare above,<br>"
+                                "or an RL / best-of-N run in the Convert tab.",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=15))
+    fig.update_layout(height=460, title=dict(text="Reward vs KL to the base model", x=0.01),
+                      xaxis_title="KL(π ‖ π0) per reply (nats)", yaxis_title="mean reference reward",
+                      legend=dict(orientation="v", x=1.01, y=1, font=dict(size=12)), **LAYOUT)
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def _curve_trace(c: dict) -> go.Scatter:
+    bon = c["kind"] == "best-of-n"
+    return go.Scatter(x=c["kl"], y=c["reward"], mode="lines+markers+text" if c.get("text") else "lines+markers",
+                      text=c.get("text") or None, textposition="top left", name=c["label"],
+                      line=dict(color=edge_color(c["edge"]), dash="dash" if bon else "solid", width=2),
+                      marker=dict(size=6), opacity=0.85,
+                      hovertemplate=c["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")
+
+
+def _point_trace(p: dict, show: bool) -> go.Scatter:
+    name = f"{EDGE_NAMES.get(p['edge'], p['edge'])} · {SOURCE_NAMES[p['source']]}"
+    err = dict(type="data", array=[p["stderr"]], visible=True) if p.get("stderr") else None
+    return go.Scatter(x=[p["kl"]], y=[p["reward"]], mode="markers", name=name, legendgroup=name, showlegend=show,
+                      error_y=err, marker=dict(size=15 if p["source"] == "measured" else 11, symbol=SYMBOLS[p["source"]],
+                                               color=edge_color(p["edge"]), line=dict(color="white", width=1)),
+                      hovertemplate=p["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")

@@ -1,0 +1,100 @@
+"""Figures of the reward ⇄ parameter edges and best-of-N (pure: stored data in, plotly figure out)."""
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+
+LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+METHOD_COLORS = {"rloo": "#1f77b4", "dpo": "#9467bd"}
+
+
+def reward_vs_kl(rl_runs: list[dict], bon_runs: list[dict]) -> go.Figure:
+    """Every RL run of a scenario as a curve of (KL to π0 per reply, held-out reward) over its steps, and
+    best-of-N as (its KL bound log N − (N−1)/N, reward) — the Eq. 1 trade-off, one chart.
+
+    Args:
+        rl_runs: [{"run_id", "method", "beta", "kl": [...], "reward": [...]}], points in step order.
+        bon_runs: [{"run_id", "results": [{"n", "reward", "kl_bound"}, ...]}].
+    """
+    fig = go.Figure()
+    for r in rl_runs:
+        fig.add_trace(go.Scatter(x=r["kl"], y=r["reward"], mode="lines+markers",
+                                 name=f"{r['method']} β={r['beta']:g} · {r['run_id'][:6]}",
+                                 line=dict(color=METHOD_COLORS.get(r["method"]))))
+    for b in bon_runs:
+        res = b["results"]
+        fig.add_trace(go.Scatter(x=[p["kl_bound"] for p in res], y=[p["reward"] for p in res],
+                                 mode="lines+markers+text", text=[f"N={p['n']}" for p in res],
+                                 textposition="top center", line=dict(dash="dash", color="#2ca02c"),
+                                 name=f"best-of-N (KL bound) · {b['run_id'][:6]}"))
+    fig.update_layout(title="reward vs KL to π0 (nats per reply)", xaxis_title="KL(π ‖ π0) per reply",
+                      yaxis_title="held-out reward", legend=dict(font=dict(size=10)), **LAYOUT)
+    return fig
+
+
+def rl_bars(metrics: dict) -> go.Figure:
+    """Held-out reward of π0 and of the trained adapter, with the KL it cost."""
+    names = [("π0 (before)", metrics.get("reward_before")), ("adapter (after)", metrics.get("reward_after"))]
+    if "reference_reward_after" in metrics:
+        names += [("reference r, before", metrics["reference_reward_before"]),
+                  ("reference r, after", metrics["reference_reward_after"])]
+    names = [(n, v) for n, v in names if isinstance(v, (int, float))]
+    fig = go.Figure(go.Bar(x=[n for n, _ in names], y=[v for _, v in names], text=[f"{v:.3f}" for _, v in names],
+                           textposition="outside", marker_color=["#7f7f7f", "#d62728", "#bbbbbb", "#ff9896"][:len(names)]))
+    kl = metrics.get("kl_to_base")
+    title = "held-out reward" + (f" · KL to π0 {kl:.3f} nats/token" if isinstance(kl, (int, float)) else "")
+    fig.update_layout(title=title, yaxis_title="mean reward", **LAYOUT)
+    return fig
+
+
+def steering_bars(metrics: dict) -> go.Figure:
+    """Mean reference reward of π0, π*, π1 and the steered π2 (and π1's own scenario reward, if any)."""
+    keys = [("π0", "reward_pi0"), ("π*", "reward_star"), ("π1", "reward_pi1"), ("π2 steered", "reward_steered")]
+    fig = go.Figure(go.Bar(name="scenario reward", x=[n for n, _ in keys], y=[metrics.get(k) for _, k in keys],
+                           text=[_fmt(metrics.get(k)) for _, k in keys], textposition="outside"))
+    other = sorted({k.rsplit("_reward_", 1)[0] for k in metrics if "_reward_" in k and not k.startswith("reward")})
+    for name in other:
+        ys = [metrics.get(f"{name}_reward_{k}") for k in ("pi0", "star", "pi1", "steered")]
+        fig.add_trace(go.Bar(name=f"{name} reward", x=[n for n, _ in keys], y=ys, text=[_fmt(v) for v in ys],
+                             textposition="outside"))
+    gap = metrics.get("gap_closed")
+    fig.update_layout(title="reward by policy" + (f" · gap closed {gap:.2f}" if isinstance(gap, float) else ""),
+                      barmode="group", **LAYOUT)
+    return fig
+
+
+def bon_curve(results: list[dict]) -> go.Figure:
+    """Best-of-N: held-out reference reward against N (log scale)."""
+    fig = go.Figure(go.Scatter(x=[r["n"] for r in results], y=[r["reward"] for r in results], mode="lines+markers"))
+    fig.update_xaxes(type="log", title="N", tickvals=[r["n"] for r in results])
+    fig.update_layout(title="best-of-N: reward vs N", yaxis_title="held-out reward", **LAYOUT)
+    return fig
+
+
+def token_html(rows: list[dict], limit: int = 6) -> str:
+    """Replies with each token coloured by its log-ratio log π*(y_t|·) − log π0(y_t|·): green where π* likes
+    the token more than π0, red where less."""
+    shown = [r for r in rows if r.get("token_log_ratios")][:limit]
+    if not shown:
+        return ""
+    scale = max(max(abs(v) for v in r["token_log_ratios"]) for r in shown) or 1.0
+    parts = ["<div style='font-size:0.9em'><b>Per-token view of r* = log π*/π0</b> — "
+             "<span style='background:#b7e4b7'>green</span>: π* prefers the token, "
+             "<span style='background:#f4b6b6'>red</span>: π0 does."]
+    for r in shown:
+        spans = "".join(_token_span(t, v, scale) for t, v in zip(r["tokens"], r["token_log_ratios"]))
+        parts.append(f"<p><code>{html.escape(r['policy'])}</code> · {html.escape(r['input'])}<br>{spans} "
+                     f"<small>(r* = {r['log_ratio']:.2f})</small></p>")
+    return "".join(parts) + "</div>"
+
+
+def _token_span(token: str, value: float, scale: float) -> str:
+    a = min(abs(value) / scale, 1.0)
+    rgb = "46,160,44" if value > 0 else "214,39,40"
+    return (f"<span title='{value:+.2f}' style='background:rgba({rgb},{0.6 * a:.2f});border-radius:3px'>"
+            f"{html.escape(token)}</span>")
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else ""
