@@ -10,9 +10,10 @@ if __package__ in (None, ""):  # run as a file, e.g. a Hugging Face Space's `app
 
 import gradio as gr  # noqa: E402
 
-from app import tab_about, tab_convert, tab_history  # noqa: E402
+from app import tab_about, tab_compare, tab_convert, tab_history  # noqa: E402
 
-CSS = ".lab-progress {width: 100%; min-width: 300px}"
+CSS = (".lab-progress {width: 100%; min-width: 300px}"
+       " .caption p {font-size: 0.95em; color: #444; margin-top: 0}")
 
 
 def build_app(lab) -> gr.Blocks:
@@ -22,6 +23,8 @@ def build_app(lab) -> gr.Blocks:
         selected_run = gr.State(None)
         with gr.Tab("Convert"):
             tab_convert.build(lab, selected_run)
+        with gr.Tab("Compare") as compare_tab:
+            tab_compare.build(lab, compare_tab)
         with gr.Tab("History"):
             tab_history.build(lab, selected_run)
         with gr.Tab("About"):

@@ -34,15 +34,16 @@ SETTING_NAMES = ("n_inputs", "n_samples", "max_new_tokens", "seed")
 
 def build(lab, tab: gr.Tab | None = None) -> None:
     fields = {f["name"]: f for f in lab.compare_fields()}
+    choices, ticked, rewards, fig, note = _menu_data(lab, "sentiment", [], None)
     gr.Markdown(INTRO)
     with gr.Row():
         scenario = gr.Dropdown(lab.compare_scenarios(), value="sentiment", label="Scenario", scale=2,
                                elem_id="compare-scenario")
-        reward = gr.Dropdown([("none", "")], value="", label="Also score with a stored reward", scale=2,
+        reward = gr.Dropdown(rewards, value="", label="Also score with a stored reward", scale=2,
                              info="A reward another run made (prompt → reward, parameter → reward).")
         refresh_btn = gr.Button("Refresh runs", scale=0)
-    policies = gr.CheckboxGroup([("π0 (base)", "base")], value=["base", "prompt"], label="Policies",
-                                info="Base π0 is always included: every KL to π0 needs it.", elem_id="compare-policies")
+    policies = gr.CheckboxGroup(choices, value=ticked, label="Policies", info="Base π0 is always included: every KL to π0 needs it.",
+                                elem_id="compare-policies")
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             settings = [_number(fields[name]) for name in SETTING_NAMES]
@@ -55,8 +56,8 @@ def build(lab, tab: gr.Tab | None = None) -> None:
         with gr.Column():
             kl_plot = gr.Plot(show_label=False, elem_id="compare-kl")
             gr.Markdown(KL_CAPTION, elem_classes="caption")
-    frontier_plot = gr.Plot(show_label=False, elem_id="compare-frontier")
-    frontier_note = gr.Markdown(FRONTIER_CAPTION, elem_classes="caption")
+    frontier_plot = gr.Plot(fig, show_label=False, elem_id="compare-frontier")
+    frontier_note = gr.Markdown(note, elem_classes="caption")
     table = gr.Dataframe(label="Generations: one row per input and sample, one column per policy  [r = reference "
                                "reward, r′ = the stored reward]", wrap=True, interactive=False, max_height=600,
                          elem_id="compare-table")
@@ -65,16 +66,10 @@ def build(lab, tab: gr.Tab | None = None) -> None:
 
     # ---- events ----
     def on_scenario(name, current, res):
-        choices = lab.compare_choices(name)
-        values = [c["value"] for c in choices]
-        ticked = [v for v in (current or []) if v in values] or ["base", "prompt"]
-        rewards = [("none", "")] + [(c["label"], c["value"]) for c in lab.reward_choices(name)]
-        fr = lab.frontier(name, res)
-        return (gr.update(choices=[(c["label"], c["value"]) for c in choices], value=ticked),
-                gr.update(choices=rewards, value=""), pc.frontier_figure(fr), _frontier_note(fr))
+        return _menus(lab, name, current, res)
 
-    def on_compare(name, chosen, reward_ref, *values, progress=gr.Progress()):
-        overrides = dict(zip(SETTING_NAMES, values))
+    def on_compare(name, chosen, reward_ref, n_inputs, n_samples, max_new_tokens, seed, progress=gr.Progress()):
+        overrides = dict(zip(SETTING_NAMES, (n_inputs, n_samples, max_new_tokens, seed)))
         try:
             res = lab.compare(name, chosen or [], reward_ref or "", overrides,
                               on_progress=lambda f, stage: progress(f, desc=stage))
@@ -93,6 +88,20 @@ def build(lab, tab: gr.Tab | None = None) -> None:
     run_btn.click(on_compare, [scenario, policies, reward, *settings],
                   [status, reward_plot, kl_plot, frontier_plot, frontier_note, table, result, download],
                   concurrency_limit=1, concurrency_id="compare")
+
+
+def _menu_data(lab, name: str, current: list[str] | None, res: dict | None) -> tuple:
+    """A scenario's policy choices (keeping what is still ticked), its stored rewards, its frontier."""
+    choices = [(c["label"], c["value"]) for c in lab.compare_choices(name)]
+    ticked = [v for v in (current or []) if v in {v for _, v in choices}] or ["base", "prompt"]
+    rewards = [("none", "")] + [(c["label"], c["value"]) for c in lab.reward_choices(name)]
+    fr = lab.frontier(name, res)
+    return choices, ticked, rewards, pc.frontier_figure(fr), _frontier_note(fr)
+
+
+def _menus(lab, name: str, current: list[str] | None, res: dict | None) -> tuple:
+    choices, ticked, rewards, fig, note = _menu_data(lab, name, current, res)
+    return gr.update(choices=choices, value=ticked), gr.update(choices=rewards, value=""), fig, note
 
 
 def _number(f: dict) -> gr.Number:

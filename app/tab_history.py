@@ -1,28 +1,172 @@
-"""History tab: every stored run; pick one to watch it in the Convert tab."""
+"""History tab: every stored run. Filter and sort, open one (config, curves, samples, artifact), delete it
+with its files, export a selection as JSON and CSV."""
 from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
-from app import views
+from app import plots, views
+from engine.errors import LabInputError
+
+ALL = "(all)"
+SORTS = [("newest first", "created:desc"), ("oldest first", "created:asc"), ("longest first", "duration:desc"),
+         ("scenario", "scenario:asc"), ("edge", "edge:asc"), ("method", "method:asc"), ("status", "status:asc")]
+FILTERS = ("scenario", "edge", "method", "status")
+EXPORTS = (("json", "everything: config, metrics, artifacts, curves, samples"), ("csv", "one row per run"),
+           ("samples-csv", "one row per generation"))
 
 
 def build(lab, selected_run: gr.State) -> None:
-    gr.Markdown("All runs, newest first. Click a row to open it in the **Convert** tab's results view.")
-    table = gr.Dataframe(views.runs_table(lab.runs()), interactive=False, elem_id="history-table", wrap=True)
+    gr.Markdown("Every run of the lab. Filter and sort; click a row to open the run below (and in the **Convert** "
+                "tab). Clicked runs join the export selection.")
+    everything = lab.runs(limit=100_000)
     with gr.Row():
+        filters = [gr.Dropdown([ALL] + _distinct(everything, name), value=ALL, label=name, elem_id=f"history-{name}",
+                               min_width=140) for name in FILTERS]
+        sort = gr.Dropdown(SORTS, value="created:desc", label="sort", min_width=140, elem_id="history-sort")
         refresh_btn = gr.Button("Refresh", scale=0)
-        picked = gr.Markdown()
+    table = gr.Dataframe(views.runs_table(everything[:500]), interactive=False, elem_id="history-table", wrap=True,
+                         max_height=420)
+    with gr.Row(equal_height=True):
+        selection = gr.Dropdown([], value=[], multiselect=True, label="Export selection (click rows to add)",
+                                elem_id="history-selection", scale=3)
+        select_all_btn = gr.Button("Select all shown", scale=0)
+        clear_btn = gr.Button("Clear", scale=0)
+        export_btn = gr.Button("Export selection", variant="primary", scale=0, elem_id="history-export")
+    files = gr.File(label="Exported files: " + "; ".join(f"{k} = {v}" for k, v in EXPORTS), file_count="multiple",
+                    visible=False, elem_id="history-files")
+    message = gr.Markdown(elem_id="history-message")
+    opened = gr.State(None)
+    with gr.Column(visible=False) as detail:
+        header = gr.HTML(elem_id="history-run")
+        with gr.Row():
+            numbers = gr.Markdown()
+            artifact = gr.Markdown(elem_id="history-artifact")
+        curves = gr.Plot(label="Curves")
+        with gr.Row():
+            fig_a, fig_b = gr.Plot(label="Result"), gr.Plot(label="Result")
+        samples = gr.Dataframe(label="Generations on held-out inputs (first sample each)", wrap=True,
+                               interactive=False, max_height=500)
+        with gr.Accordion("Config (JSON)", open=False):
+            config = gr.Code(language="json")
+        with gr.Row():
+            delete_btn = gr.Button("Delete this run…", variant="stop", scale=0, elem_id="history-delete")
+            confirm_btn = gr.Button("Yes, delete it and its files", variant="stop", visible=False, scale=0,
+                                    elem_id="history-confirm")
+            keep_btn = gr.Button("Keep it", visible=False, scale=0)
 
-    def pick(evt: gr.SelectData, df):
-        run_id = df.iloc[evt.index[0]]["run_id"]
-        return run_id, f"Selected run `{run_id}`."
+    # ---- events ----
+    def show(*args):
+        *values, order, sel = args
+        runs = lab.runs(**_query(values, order))
+        everything = lab.runs(limit=100_000)
+        menus = [gr.update(choices=[ALL] + _distinct(everything, name)) for name in FILTERS]
+        existing = {r["run_id"] for r in everything}
+        sel = [s for s in sel or [] if s in existing]  # deleted runs leave the selection
+        return (views.runs_table(runs), *menus, gr.update(choices=_union([r["run_id"] for r in runs], sel), value=sel),
+                f"{len(runs)} of {len(everything)} runs shown.")
 
-    def poll(last):
-        runs = lab.runs()
-        sig = tuple((r["run_id"], r["status"], r["progress"]) for r in runs)
-        return (gr.skip(), last) if sig == last else (views.runs_table(runs), sig)
+    def open_run(evt: gr.SelectData, df, sel):
+        run_id = str(df.iloc[evt.index[0]]["run_id"])
+        sel = list(dict.fromkeys((sel or []) + [run_id]))
+        return (run_id, run_id, gr.update(choices=_union(list(df["run_id"]), sel), value=sel), *_detail(lab, run_id))
 
+    def export(sel, opened_id):
+        ids = sel or ([opened_id] if opened_id else [])
+        try:
+            return gr.update(value=_export_files(lab, ids), visible=True), f"Exported {len(ids)} run(s)."
+        except LabInputError as e:
+            return gr.update(visible=False), f"<span style='color:#d62728'>**Cannot export:** {e}</span>"
+
+    def delete(run_id, watched):
+        try:
+            out = lab.delete_run(run_id)
+        except LabInputError as e:
+            return (f"<span style='color:#d62728'>**Cannot delete:** {e}</span>", gr.skip(), gr.skip(), gr.skip(),
+                    *_confirm(False))
+        return (_deleted_message(out), gr.update(visible=False), None, None if watched == run_id else gr.skip(),
+                *_confirm(False))
+
+    view_inputs = [*filters, sort, selection]
+    view_outputs = [table, *filters, selection, message]
+    for c in (*filters, sort):
+        c.input(show, view_inputs, view_outputs)
+    refresh_btn.click(show, view_inputs, view_outputs)
+    table.select(open_run, [table, selection],
+                 [selected_run, opened, selection, detail, header, numbers, artifact, curves, fig_a, fig_b, samples,
+                  config])
+    select_all_btn.click(lambda df, sel: gr.update(value=_union(sel or [], list(df["run_id"]))), [table, selection],
+                         selection)
+    clear_btn.click(lambda: gr.update(value=[]), None, selection)
+    export_btn.click(export, [selection, opened], [files, message])
+    delete_btn.click(lambda: _confirm(True), None, [delete_btn, confirm_btn, keep_btn])
+    keep_btn.click(lambda: _confirm(False), None, [delete_btn, confirm_btn, keep_btn])
+    confirm_btn.click(delete, [opened, selected_run],
+                      [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn]).then(
+        show, view_inputs, view_outputs)
     last = gr.State(None)
-    table.select(pick, table, [selected_run, picked])
-    refresh_btn.click(lambda: views.runs_table(lab.runs()), None, table)
-    gr.Timer(3.0).tick(poll, last, [table, last], show_progress="hidden")
+    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, last], [table, last], show_progress="hidden")
+
+
+def _query(values: list[str], order: str) -> dict:
+    """Filter dropdown values and the sort choice as `Lab.runs` keyword arguments."""
+    key, _, direction = (order or "created:desc").partition(":")
+    q = {name: v for name, v in zip(FILTERS, values) if v and v != ALL}
+    return q | {"order_by": key, "descending": direction != "asc"}
+
+
+def _poll(lab):
+    """Redraw the table only when a run changed (status or progress) under the filters shown (per page)."""
+    def tick(*args):
+        *values, order, last = args
+        runs = lab.runs(**_query(values, order))
+        sig = (tuple(values), order, tuple((r["run_id"], r["status"], r["progress"]) for r in runs))
+        return (gr.skip(), last) if sig == last else (views.runs_table(runs), sig)
+    return tick
+
+
+def _detail(lab, run_id: str) -> tuple:
+    """The opened run: header, numbers, artifact, curves, result figures, generations, config."""
+    run = lab.run(run_id)
+    if run is None:
+        return (gr.update(visible=False),) + (gr.skip(),) * 8
+    samples = lab.samples(run_id)
+    m = run.get("metrics") or {}
+    figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
+    return (gr.update(visible=True), views.progress_html(run), views.metrics_markdown(run),
+            views.artifact_markdown(run), plots.training_curves(lab.points(run_id), run["edge"]), *figs,
+            views.side_by_side(samples), json.dumps(run["config"], indent=1, ensure_ascii=False))
+
+
+def _export_files(lab, run_ids: list[str]) -> list[str]:
+    folder = Path(tempfile.mkdtemp(prefix="runs-export-"))
+    stem = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)}-runs"
+    out = []
+    for fmt, _ in EXPORTS:
+        path = folder / f"{stem}.{'samples.csv' if fmt == 'samples-csv' else fmt}"
+        path.write_text(lab.export(run_ids, fmt), encoding="utf-8")
+        out.append(str(path))
+    return out
+
+
+def _deleted_message(out: dict) -> str:
+    files = f" and its files (`{out['files_removed']}`)" if out["files_removed"] else ""
+    users = out["referenced_by"]
+    note = (f" Runs {', '.join(f'`{u}`' for u in users)} referred to it: they keep their numbers, but cannot be "
+            "re-run from it." if users else "")
+    return f"Deleted run `{out['run_id']}`{files}.{note}"
+
+
+def _confirm(asking: bool) -> tuple:
+    return gr.update(visible=not asking), gr.update(visible=asking), gr.update(visible=asking)
+
+
+def _distinct(runs: list[dict], name: str) -> list[str]:
+    return sorted({r[name] for r in runs if r.get(name)})
+
+
+def _union(a: list[str], b: list[str]) -> list[str]:
+    return list(dict.fromkeys(list(a) + list(b)))

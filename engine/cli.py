@@ -5,6 +5,8 @@
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
+  export RUN_ID [RUN_ID ...] --format json|csv|samples-csv [--out PATH]
+  delete RUN_ID
   edges --json
 
 Exit codes: 0 success, 2 bad input (message on stderr), 1 the run itself failed.
@@ -75,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="show one run")
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
+    x = sub.add_parser("export", help="write runs (config, metrics, artifacts, curves, samples) as JSON or CSV")
+    x.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    x.add_argument("--format", default="json", choices=("json", "csv", "samples-csv"),
+                   help="json: everything; csv: one row per run; samples-csv: one row per generation")
+    x.add_argument("--out", help="file to write (default: stdout)")
+    d = sub.add_parser("delete", help="delete a finished run with its curves, samples, artifacts and files")
+    d.add_argument("run_id")
+    d.add_argument("--json", action="store_true")
     e = sub.add_parser("edges", help="list edges, methods and their settings")
     e.add_argument("--json", action="store_true")
     m = sub.add_parser("prepare-model", help="convert the model once to the safetensors cache and load it")
@@ -137,12 +147,29 @@ def _dispatch(args) -> int:
     lab = Lab()
     if args.command == "runs":
         return _print(lab.runs(scenario=args.scenario, edge=args.edge), args.json)
+    if args.command == "export":
+        return _export(lab, args.run_ids, args.format, args.out)
+    if args.command == "delete":
+        return _print(lab.delete_run(args.run_id), True)
     run = lab.run(args.run_id)
     if run is None:
         raise LabInputError(f"no run with id {args.run_id!r}; list them with `python -m engine runs`")
     run["points"] = lab.points(args.run_id)
     run["samples"] = lab.samples(args.run_id)
     return _print(run, args.json)
+
+
+def _export(lab, run_ids: list[str], fmt: str, out: str | None) -> int:
+    """The runs as text to --out (then a JSON note of what was written), or to stdout without it."""
+    text = lab.export(run_ids, fmt)
+    if not out or out == "-":
+        sys.stdout.write(text)
+        return 0
+    from pathlib import Path
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return _print({"out": str(path.resolve()), "format": fmt, "runs": run_ids}, True)
 
 
 def _finish(lab, run_id: str, as_json: bool) -> int:

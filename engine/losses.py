@@ -42,3 +42,22 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
         scalar; log 2 when the rewards cannot tell the pair apart.
     """
     return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def prompt_kl_loss(star_logp: torch.Tensor, prompted_logits: torch.Tensor, mask: torch.Tensor,
+                   reverse: bool = False) -> torch.Tensor:
+    """Eq. 12: min_z E_{x, y~π*} of the KL between π0(·|x,z,y<t) and π*(·|x,y<t), per reply token.
+
+    The prompt z is what is learned (a soft prompt; gradients flow through `prompted_logits` to it).
+    Args:
+        star_logp: (B, T, V) log-probs of the adapter policy π*(·|x), the target; no gradient.
+        prompted_logits: (B, T, V) logits of the prompted base π0(·|x,z).
+        mask: (B, T) True at reply tokens.
+        reverse: False gives KL[π* ‖ π0(·|x,z)], the number the lab reports (mass-covering, the roles of
+            Eq. 9); True gives KL[π0(·|x,z) ‖ π*], Eq. 12 as printed (mode-seeking).
+    Returns:
+        scalar mean KL in nats per token.
+    """
+    logq = torch.log_softmax(prompted_logits, -1)
+    kl = token_kl(logq, star_logp) if reverse else token_kl(star_logp, logq)
+    return masked_mean(kl, mask)

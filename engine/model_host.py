@@ -1,4 +1,5 @@
-"""One copy of the base weights serving every policy: base, base + prompt, base + named LoRA adapter.
+"""One copy of the base weights serving every policy: base, base + prompt, base + named LoRA adapter,
+base + named soft prompt.
 
 Scoring pads on the right (positions stay natural); generation pads on the left (ChatML, pad = eos).
 """
@@ -41,11 +42,19 @@ class ModelHost:
         self.pad_id = self.eos_id
         self.adapters: dict[str, dict] = {}  # name -> {"path": ..., "config": ...}
         self.lock = threading.RLock()
+        self.soft_prompts: dict[str, dict] = {}  # name -> {"embeds": (n, d), "first_id": int, "path": ...}
+        self._soft_local = threading.local()     # virtual ids of the embedding call in flight (per thread)
+        self._next_virtual_id: int | None = None  # hooks are installed with the first soft prompt
 
     # ---------- prompts ----------
     def prefix_ids(self, policy: Policy, x: str) -> list[int]:
         """Token ids of the chat up to the assistant turn: system z (or neutral), user x."""
-        msgs = [{"role": "system", "content": policy.system_text}, {"role": "user", "content": x}]
+        if policy.soft:
+            return self._soft_prefix_ids(policy, x)
+        return self._chat_ids(policy.system_text, x)
+
+    def _chat_ids(self, system: str, x: str) -> list[int]:
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": x}]
         ids = self.tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
@@ -126,6 +135,86 @@ class ModelHost:
             self.peft.set_adapter(policy.adapter)
             # set_adapter marks the adapter trainable; keep that to training code
             yield self.model
+
+    # ---------- soft prompts ----------
+    # A soft prompt is n learned vectors that sit in the system turn in place of the neutral text (before z
+    # if the policy has one). Each registered soft prompt owns n virtual token ids past the vocabulary; a hook
+    # on the input embedding swaps those ids' rows for the learned vectors. So every path that feeds token ids
+    # (scoring, KV-cached sampling, steering's mixed rows) serves soft prompts per row, exactly, with no
+    # change of its own (peft's prompt tuning would apply one soft prompt to every row of a batch).
+    def add_soft_prompt(self, name: str, embeds: torch.Tensor, path: str | Path | None = None) -> None:
+        """Register (n, d) virtual-token embeddings under `name`; pass an nn.Parameter to train them."""
+        with self.lock:
+            self._install_soft_hooks()
+            if name in self.soft_prompts:
+                self.delete_soft_prompt(name)
+            first, self._next_virtual_id = self._next_virtual_id, self._next_virtual_id + embeds.shape[0]
+            self.soft_prompts[name] = {"embeds": embeds, "first_id": first, "path": str(path) if path else None}
+
+    def load_soft_prompt(self, name: str, path: str | Path) -> None:
+        """Load a saved soft prompt (safetensors, tensor "embeds") under `name`, frozen."""
+        from safetensors.torch import load_file
+        with self.lock:
+            if name not in self.soft_prompts:
+                self.add_soft_prompt(name, load_file(str(path))["embeds"].float(), path)
+
+    def save_soft_prompt(self, name: str, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            save_file({"embeds": self.soft_prompts[name]["embeds"].detach().float().contiguous()}, str(path),
+                      metadata=metadata)
+            self.soft_prompts[name]["path"] = str(path)
+        return path
+
+    def delete_soft_prompt(self, name: str) -> None:
+        with self.lock:
+            self.soft_prompts.pop(name, None)   # its virtual ids are never handed out again
+
+    def soft_prompt_ids(self, name: str) -> list[int]:
+        sp = self.soft_prompts[name]
+        return list(range(sp["first_id"], sp["first_id"] + sp["embeds"].shape[0]))
+
+    def _soft_prefix_ids(self, policy: Policy, x: str) -> list[int]:
+        """The chat prefix with the soft prompt's virtual ids right after `<|im_start|>system\n`."""
+        if policy.soft not in self.soft_prompts:
+            raise KeyError(f"soft prompt {policy.soft!r} is not loaded")
+        ids = self._chat_ids(policy.system or "", x)
+        at = self._chat_ids("", x).index(self.eos_id)   # where the system text starts
+        return ids[:at] + self.soft_prompt_ids(policy.soft) + ids[at:]
+
+    def _install_soft_hooks(self) -> None:
+        if self._next_virtual_id is not None:
+            return
+        emb = self.model.get_input_embeddings()
+        self._next_virtual_id = emb.num_embeddings
+        emb.register_forward_pre_hook(self._soft_pre_hook)
+        emb.register_forward_hook(self._soft_hook)
+
+    def _soft_pre_hook(self, module, args):
+        """Virtual ids (>= the vocabulary size) become pad for the table lookup; the hook fills their rows."""
+        ids = args[0]
+        virtual = ids >= module.num_embeddings
+        self._soft_local.ids = ids if bool(virtual.any()) else None
+        return None if self._soft_local.ids is None else (ids.masked_fill(virtual, self.pad_id), *args[1:])
+
+    def _soft_hook(self, module, args, out: torch.Tensor):
+        ids, self._soft_local.ids = getattr(self._soft_local, "ids", None), None
+        if ids is None:
+            return None
+        missing = ids >= module.num_embeddings            # (B, L) virtual positions not yet filled
+        for sp in list(self.soft_prompts.values()):
+            table = sp["embeds"]                          # (n, d)
+            rel = ids - sp["first_id"]                    # (B, L)
+            hit = (rel >= 0) & (rel < table.shape[0])
+            if bool(hit.any()):
+                rows = table.to(out.dtype)[rel.clamp(0, table.shape[0] - 1)]   # (B, L, d)
+                out = torch.where(hit.unsqueeze(-1), rows, out)
+                missing &= ~hit
+        if bool(missing.any()):
+            raise KeyError("a soft prompt in this batch was deleted from the model host")
+        return out
 
     # ---------- scoring ----------
     def batch_logits(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],

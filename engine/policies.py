@@ -1,5 +1,6 @@
 """A policy is anything that gives next-token log-probs for (x, y<t) over the one base model:
-π0, π0 with a prompt z (a system message), π0 with a named LoRA adapter, or both."""
+π0, π0 with a prompt z (a system message), π0 with a named LoRA adapter, π0 with a named soft prompt
+(virtual tokens in the system turn), or combinations."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ class Policy:
     system: str | None = None   # prompt z; None means the explicit neutral system message
     adapter: str | None = None  # name of a LoRA adapter loaded in the model host
     label: str = ""
+    soft: str | None = None     # name of a soft prompt registered in the model host (virtual tokens before z)
 
     @property
     def system_text(self) -> str:
@@ -23,6 +25,8 @@ class Policy:
             parts.append(f"z={self.system[:40]!r}")
         if self.adapter:
             parts.append(f"LoRA {self.adapter}")
+        if self.soft:
+            parts.append(f"soft prompt {self.soft}")
         return self.label or " + ".join(parts)
 
 
@@ -35,3 +39,7 @@ def prompted(z: str, label: str = "prompt") -> Policy:
 
 def with_adapter(name: str, label: str = "") -> Policy:
     return Policy(adapter=name, label=label or name)
+
+
+def with_soft_prompt(name: str, label: str = "") -> Policy:
+    return Policy(soft=name, label=label or name)

@@ -3,11 +3,11 @@
 Configs name them as text: a policy is `base`, `prompt` (the scenario's z), `scenario:NAME` (another
 scenario's z) or a run id (its adapter or prompt artifact); a reward is empty (the scenario's reference
 reward) or a run id (its reward artifact). Each config lists its reference fields in `REFERENCES`
-({field: "policy" | "adapter" | "reward"}) so they are checked before a run is created, and resolved
+({field: "policy" | "adapter" | "reward" | "soft_prompt"}) so they are checked before a run is created, and resolved
 inside the run through `ctx.lookup`.
 
 Policies stored inside artifacts (e.g. the two policies of a log-ratio reward) are plain dicts
-{"system", "adapter_path", "label"} so a reward can be rebuilt in another process.
+{"system", "adapter_path", "label"} (+ "soft_path" for a soft prompt) so a reward can be rebuilt in another process.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from engine.errors import LabInputError
 from engine.policies import BASE, Policy, prompted
 
 Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
-KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt")}
+KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt", "soft_prompt"),
+            "soft_prompt": ("soft_prompt",)}
+OPTIONAL = ("reward", "soft_prompt")   # reference kinds a config may leave empty
 BUILTIN_POLICIES = ("base", "prompt")
 
 
@@ -30,7 +32,7 @@ def check_references(config, scenario, lookup: Lookup) -> None:
     """Raise LabInputError for any reference field of `config` that does not resolve (reads only)."""
     for field, what in references(config).items():
         ref = str(getattr(config, field)).strip()
-        if not ref and what != "reward":
+        if not ref and what not in OPTIONAL:
             raise LabInputError(f"{field}: empty; give {_expected(what)}")
         if not ref or (what == "policy" and ref in BUILTIN_POLICIES):
             continue
@@ -74,6 +76,9 @@ def artifact_policy_spec(artifact: dict, run_id: str) -> dict:
     data = artifact.get("data") or {}
     if artifact["kind"] == "prompt":
         return {"system": data["prompt_text"], "adapter_path": None, "label": f"prompt of {run_id}"}
+    if artifact["kind"] == "soft_prompt":
+        return {"system": data.get("system"), "adapter_path": None, "soft_path": artifact["path"],
+                "label": f"soft prompt of {run_id}"}
     return {"system": data.get("system"), "adapter_path": artifact["path"], "label": f"adapter of {run_id}"}
 
 
@@ -82,7 +87,12 @@ def policy_spec(policy: Policy, host) -> dict:
     path = host.adapters[policy.adapter]["path"] if policy.adapter else None
     if policy.adapter and not path:
         raise LabInputError(f"adapter {policy.adapter!r} has not been saved; it cannot be referenced")
-    return {"system": policy.system, "adapter_path": path, "label": policy.label}
+    spec = {"system": policy.system, "adapter_path": path, "label": policy.label}
+    if policy.soft:
+        spec["soft_path"] = host.soft_prompts[policy.soft]["path"]
+        if not spec["soft_path"]:
+            raise LabInputError(f"soft prompt {policy.soft!r} has not been saved; it cannot be referenced")
+    return spec
 
 
 def policy_from_spec(spec: dict, host) -> Policy:
@@ -97,7 +107,20 @@ def policy_from_spec(spec: dict, host) -> Policy:
                 raise LabInputError(f"adapter files are missing at {path}; was the run deleted?")
             name = "ref-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
             host.load_adapter(name, path)
-    return Policy(system=spec.get("system"), adapter=name, label=spec.get("label") or "policy")
+    soft = _load_soft_prompt(spec["soft_path"], host) if spec.get("soft_path") else None
+    return Policy(system=spec.get("system"), adapter=name, label=spec.get("label") or "policy", soft=soft)
+
+
+def _load_soft_prompt(path: str, host) -> str:
+    """The host's name for the soft prompt saved at `path`, loading it once."""
+    from pathlib import Path
+    name = next((n for n, sp in host.soft_prompts.items() if sp.get("path") == str(path)), None)
+    if name is None:
+        if not Path(path).is_file():
+            raise LabInputError(f"soft prompt file is missing at {path}; was the run deleted?")
+        name = "soft-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        host.load_soft_prompt(name, path)
+    return name
 
 
 # ---------- rewards ----------
@@ -130,7 +153,8 @@ def _scenario_prompt(ref: str, field: str) -> str:
 def _expected(what: str) -> str:
     return {"policy": "base, prompt, scenario:NAME or a run id",
             "adapter": "the id of a run that made an adapter",
-            "reward": "the id of a run that made a reward"}[what]
+            "reward": "the id of a run that made a reward",
+            "soft_prompt": "the id of a run that made a soft prompt"}[what]
 
 
 def _article(word: str) -> str:

@@ -220,7 +220,7 @@ def _coerce(f: dict, raw: object):
         raise LabInputError(f"{name}: {raw!r} is not {want}") from None
     if kind in ("int", "float") and ((lo is not None and value < lo) or (hi is not None and value > hi)):
         raise LabInputError(f"{name}: {value} is out of range; allowed {lo} … {hi}")
-    if kind == "str" and not value.strip():
+    if kind == "str" and not value.strip() and str(f["default"]).strip():  # empty is fine where it is the default
         raise LabInputError(f"{name}: must not be empty")
     if f.get("choices") and value not in f["choices"]:
         raise LabInputError(f"{name}: {value!r} is not one of {', '.join(map(str, f['choices']))}")

@@ -76,3 +76,27 @@ def test_a_run_that_fails_exits_1_and_is_stored_as_failed(cli):
 def test_unknown_run_id_is_bad_input(cli):
     p = cli("show", "doesnotexist", "--json")
     assert p.returncode == 2 and "no run with id" in p.stderr
+
+
+def test_bon_prints_reward_and_kl_bound_per_n(cli):
+    p = cli("bon", "--scenario", "sentiment", "--n", "1,2", "--set", "n_heldout=2", "--set", "max_new_tokens=8",
+            "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [r["n"] for r in out["results"]] == [1, 2] and out["status"] == "succeeded"
+    assert out["results"][0]["kl_bound"] == 0.0 and out["results"][1]["kl_bound"] > 0
+    assert all(-1 <= r["reward"] <= 1 for r in out["results"])     # VADER compound of the kept reply
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bon", "--scenario", "sentiment", "--n", "0,4"], "n: 0 is out of range"),
+    (["bon", "--scenario", "sentiment", "--reward", "nosuchrun"], "reward: no run with id 'nosuchrun'"),
+    (["convert", "--from", "parameter", "--to", "reward", "--source-run", "nosuchrun"], "no run with id"),
+    (["convert", "--from", "parameter", "--to", "reward", "--scenario", "sentiment", "--source-run", "prompt",
+      "--w", "20"], "w: 20.0 is out of range"),
+    (["convert", "--from", "parameter", "--to", "reward", "--scenario", "sentiment"], "source_run: empty"),
+])
+def test_reward_parameter_bad_input_exits_2(cli, args, message):
+    p = cli(*args, "--json")
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert json.loads(cli("runs", "--json").stdout) == []
