@@ -7,13 +7,20 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app import plots_chain
+from app import plots_parameter_prompt as ppz
 from app import plots_reward_parameter as prp
+from app import plots_reward_prompt as prz
 
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
 CURVES_BY_EDGE = {
     "reward->parameter": (("loss", "training loss"), ("kl_to_base", "held-out KL(π ‖ π0) (nats/token)"),
                           ("reward", "held-out reward")),
     "best-of-n": (("reward", "held-out reward vs N"), ("kl_bound", "KL bound vs N (nats per reply)")),
+    "parameter->prompt": (("loss", "soft: training loss"), ("kl_heldout", "soft: held-out KL(π* ‖ π0(·|x,z))"),
+                          ("kl_train_best", "discrete: best KL to π* so far, per prompt scored")),
+    "chain": (("kl_to_origin", "KL to the origin after each hop"), ("reward", "reward after each hop")),
+    "reward->prompt": prz.CURVES,
 }
 POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
@@ -124,6 +131,12 @@ def result_figures(edge: str, metrics: dict, samples: list[dict]) -> tuple[go.Fi
                 metric_bars(metrics, ("pair_accuracy", "gap_closed"), "r* agreement and steering gap closed"))
     if edge == "best-of-n":
         return prp.bon_curve(metrics.get("results") or []), kl_bound_bars(metrics.get("results") or [])
+    if edge == "parameter->prompt":
+        return ppz.result_figures(metrics)
+    if edge == "chain":
+        return plots_chain.result_figures(metrics)
+    if edge == "reward->prompt":
+        return prz.reward_prompt_figures(metrics, samples)
     return reward_bars(metrics), kl_bars(metrics)
 
 

@@ -12,7 +12,10 @@ from plotly.subplots import make_subplots
 EDGE_COLORS = {"base": "#7f7f7f", "prompt": "#17becf", "prompt->parameter": "#d62728",
                "reward->parameter": "#9467bd", "parameter->prompt": "#ff7f0e", "reward->prompt": "#8c564b",
                "parameter->reward": "#e377c2", "best-of-n": "#2ca02c"}
-EDGE_NAMES = {"base": "base π0", "prompt": "π0 + prompt", "best-of-n": "best-of-N"}
+EDGE_NAMES = {"base": "base π0", "prompt": "π0 + prompt", "best-of-n": "best-of-N",
+              "prompt->parameter": "LoRA distilled from a prompt", "reward->parameter": "LoRA trained on a reward",
+              "parameter->prompt": "prompt found for an adapter", "reward->prompt": "prompt found for a reward",
+              "parameter->reward": "steered by a reward"}
 SYMBOLS = {"stored": "circle", "measured": "diamond", "bound": "triangle-left"}
 SOURCE_NAMES = {"stored": "stored run", "measured": "this compare", "bound": "KL bound"}
 LAYOUT = dict(template="plotly_white", font=dict(size=14), margin=dict(l=60, r=20, t=50, b=60))
@@ -32,17 +35,18 @@ def reward_bars(result: dict, reward_label: str = "") -> go.Figure:
     pols = result["policies"]
     extra = "mean_extra" in (pols[0] if pols else {})
     fig = make_subplots(rows=1, cols=2 if extra else 1, horizontal_spacing=0.12,
-                        subplot_titles=["reference reward"] + ([f"stored reward {reward_label}"] if extra else []))
-    names, colors = [p["label"] for p in pols], policy_colors(result)
+                        subplot_titles=["reference reward r", f"stored reward r′ {reward_label}"] if extra else None)
+    colors = policy_colors(result)
     panels = [("mean_reward", "stderr")] + ([("mean_extra", "stderr_extra")] if extra else [])
     for col, (mean, se) in enumerate(panels, start=1):
         ys, errs = [p[mean] for p in pols], [p[se] for p in pols]
+        # the numbers sit under each bar's name, clear of the whiskers
+        names = [f"{p['label']}<br><b>{y:.2f}</b> ± {e:.2f}" for p, y, e in zip(pols, ys, errs)]
         fig.add_trace(go.Bar(x=names, y=ys, error_y=dict(type="data", array=errs, visible=True, thickness=2),
-                             marker_color=colors, text=[f"{v:.2f}" for v in ys], textposition="inside",
-                             insidetextanchor="end", showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>"),
+                             marker_color=colors, showlegend=False, hovertemplate="%{x}<extra></extra>"),
                       row=1, col=col)
     fig.update_yaxes(title_text="mean reward ± 1 s.e.", row=1, col=1)
-    fig.update_xaxes(tickangle=-20)
+    fig.update_xaxes(tickfont=dict(size=13))
     fig.update_layout(height=380, title=dict(text="Mean reward per policy", x=0.01), **LAYOUT)
     return fig
 
@@ -66,13 +70,18 @@ def frontier_figure(data: dict) -> go.Figure:
     """Reward against KL(π ‖ π0) per reply: points by edge (symbol = where the numbers come from), RL
     runs as curves over their training steps, best-of-N as a dashed curve at its KL bound."""
     fig = go.Figure()
-    for c in data.get("curves") or []:
+    curves = data.get("curves") or []
+    for c in curves:
         fig.add_trace(_curve_trace(c))
+    on_a_curve = {c["run_id"] for c in curves}   # a curve ends at its run's final point: draw it once
     shown = set()
     for p in data.get("points") or []:
+        if p["source"] == "stored" and p["run_id"] in on_a_curve:
+            continue
         key = (p["edge"], p["source"])
         fig.add_trace(_point_trace(p, show=key not in shown))
         shown.add(key)
+    _pad_x(fig, [x for t in fig.data for x in t.x])
     if not fig.data:
         fig.add_annotation(text="No run of this scenario has a KL to π0 yet: run a compare above,<br>"
                                 "or an RL / best-of-N run in the Convert tab.",
@@ -80,14 +89,13 @@ def frontier_figure(data: dict) -> go.Figure:
     fig.update_layout(height=460, title=dict(text="Reward vs KL to the base model", x=0.01),
                       xaxis_title="KL(π ‖ π0) per reply (nats)", yaxis_title="mean reference reward",
                       legend=dict(orientation="v", x=1.01, y=1, font=dict(size=12)), **LAYOUT)
-    fig.update_xaxes(rangemode="tozero")
     return fig
 
 
 def _curve_trace(c: dict) -> go.Scatter:
     bon = c["kind"] == "best-of-n"
     return go.Scatter(x=c["kl"], y=c["reward"], mode="lines+markers+text" if c.get("text") else "lines+markers",
-                      text=c.get("text") or None, textposition="top left", name=c["label"],
+                      text=c.get("text") or None, textposition="bottom right", name=c["label"],
                       line=dict(color=edge_color(c["edge"]), dash="dash" if bon else "solid", width=2),
                       marker=dict(size=6), opacity=0.85,
                       hovertemplate=c["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")
@@ -96,7 +104,17 @@ def _curve_trace(c: dict) -> go.Scatter:
 def _point_trace(p: dict, show: bool) -> go.Scatter:
     name = f"{EDGE_NAMES.get(p['edge'], p['edge'])} · {SOURCE_NAMES[p['source']]}"
     err = dict(type="data", array=[p["stderr"]], visible=True) if p.get("stderr") else None
-    return go.Scatter(x=[p["kl"]], y=[p["reward"]], mode="markers", name=name, legendgroup=name, showlegend=show,
-                      error_y=err, marker=dict(size=15 if p["source"] == "measured" else 11, symbol=SYMBOLS[p["source"]],
-                                               color=edge_color(p["edge"]), line=dict(color="white", width=1)),
-                      hovertemplate=p["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")
+    measured = p["source"] != "stored"  # named on the chart itself: a projected chart is read without hovering
+    marker = dict(size=15 if measured else 11, symbol=SYMBOLS[p["source"]], color=edge_color(p["edge"]),
+                  line=dict(color="white", width=1))
+    return go.Scatter(x=[p["kl"]], y=[p["reward"]], mode="markers+text" if measured else "markers", name=name,
+                      text=[p["label"]] if measured else None, textposition="top right",
+                      textfont=dict(color=edge_color(p["edge"])), legendgroup=name, showlegend=show, error_y=err,
+                      marker=marker, hovertemplate=p["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")
+
+
+def _pad_x(fig: go.Figure, xs: list[float]) -> None:
+    """Room right of the last point for its name, and left of KL = 0 for markers sitting on it."""
+    if xs:
+        hi = max(xs) or 1.0
+        fig.update_xaxes(range=[-0.04 * hi, 1.3 * hi])

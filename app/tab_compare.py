@@ -18,11 +18,11 @@ from engine.errors import LabInputError
 INTRO = ("Pick a scenario and tick the policies to put side by side. Every policy answers the **same held-out "
          "inputs with the same random seed**, so their samples are coupled: where two policies agree they "
          "write the same words, and the differences you see are theirs, not the dice's.")
-REWARD_CAPTION = ("Bar = mean reference reward R = (1/n) Σ r(x, y) over the n = inputs × samples replies of a policy; "
-                  "whisker = ± one standard error s/√n. Bars whose whiskers overlap may differ by chance only.")
+REWARD_CAPTION = ("Bar = mean reference reward R = (1/n) Σ r(x, y) over the n = inputs × samples replies of a "
+                  "policy; whisker = ± one standard error s/√n. Bars whose whiskers overlap may differ by chance only.")
 KL_CAPTION = ("Cell (row p, column q) = KL(p ‖ q) = mean over (x, t) of Σ_v p(v|x,y<t) · log[p(v|x,y<t) / "
               "q(v|x,y<t)], in nats per token, exact over the whole vocabulary, teacher-forced on p's own "
-              "samples y ∼ p. Zero on the diagonal and not symmetric. The π0 column is how far each policy "
+              "samples y ∼ p (the first of each input). Zero on the diagonal and not symmetric. The π0 column is how far each policy "
               "moved from the base model.")
 FRONTIER_CAPTION = ("x = KL(π ‖ π0) per reply = per-token KL × reply length (nats), the unit of best-of-N's "
                     "bound log N − (N−1)/N; y = mean reference reward. ● a stored run (its own held-out "
@@ -42,7 +42,8 @@ def build(lab, tab: gr.Tab | None = None) -> None:
         reward = gr.Dropdown(rewards, value="", label="Also score with a stored reward", scale=2,
                              info="A reward another run made (prompt → reward, parameter → reward).")
         refresh_btn = gr.Button("Refresh runs", scale=0)
-    policies = gr.CheckboxGroup(choices, value=ticked, label="Policies", info="Base π0 is always included: every KL to π0 needs it.",
+    policies = gr.CheckboxGroup(choices, value=ticked, label="Policies",
+                                info="Base π0 is always included: every KL to π0 needs it.",
                                 elem_id="compare-policies")
     with gr.Accordion("Settings", open=False):
         with gr.Row():
@@ -65,8 +66,8 @@ def build(lab, tab: gr.Tab | None = None) -> None:
     result = gr.State(None)
 
     # ---- events ----
-    def on_scenario(name, current, res):
-        return _menus(lab, name, current, res)
+    def on_scenario(name, current, reward_ref, res):
+        return _menus(lab, name, current, reward_ref, res)
 
     def on_compare(name, chosen, reward_ref, n_inputs, n_samples, max_new_tokens, seed, progress=gr.Progress()):
         overrides = dict(zip(SETTING_NAMES, (n_inputs, n_samples, max_new_tokens, seed)))
@@ -77,10 +78,10 @@ def build(lab, tab: gr.Tab | None = None) -> None:
             return (f"<span style='color:#d62728'>**Cannot compare:** {e}</span>",) + (gr.skip(),) * 7
         fr = lab.frontier(name, res)
         return (_summary(res), pc.reward_bars(res, reward_ref[:6] if reward_ref else ""), pc.kl_heatmap(res),
-                pc.frontier_figure(fr), _frontier_note(fr), views.compare_table(res), res,
+                pc.frontier_figure(fr), _frontier_note(fr), _table(res), res,
                 gr.update(value=_json_file(res), visible=True))
 
-    scenario_io = ([scenario, policies, result], [policies, reward, frontier_plot, frontier_note])
+    scenario_io = ([scenario, policies, reward, result], [policies, reward, frontier_plot, frontier_note])
     scenario.change(on_scenario, *scenario_io)
     refresh_btn.click(on_scenario, *scenario_io)
     if tab is not None:  # runs finished in other tabs appear when the user comes back here
@@ -99,9 +100,10 @@ def _menu_data(lab, name: str, current: list[str] | None, res: dict | None) -> t
     return choices, ticked, rewards, pc.frontier_figure(fr), _frontier_note(fr)
 
 
-def _menus(lab, name: str, current: list[str] | None, res: dict | None) -> tuple:
+def _menus(lab, name: str, current: list[str] | None, reward_ref: str, res: dict | None) -> tuple:
     choices, ticked, rewards, fig, note = _menu_data(lab, name, current, res)
-    return gr.update(choices=choices, value=ticked), gr.update(choices=rewards, value=""), fig, note
+    reward_ref = reward_ref if reward_ref in {v for _, v in rewards} else ""
+    return gr.update(choices=choices, value=ticked), gr.update(choices=rewards, value=reward_ref), fig, note
 
 
 def _number(f: dict) -> gr.Number:
@@ -109,10 +111,17 @@ def _number(f: dict) -> gr.Number:
                      precision=0, minimum=f["lo"], maximum=f["hi"], min_width=160, elem_id=f"compare-{f['name']}")
 
 
+def _table(res: dict):
+    """The generations, every policy column equally wide so they all fit beside the inputs."""
+    n = len(res["policies"])
+    return gr.update(value=views.compare_table(res), column_widths=["16%"] + [f"{84 / n:.1f}%"] * n)
+
+
 def _summary(res: dict) -> str:
     c = res["config"]
-    return (f"Compared {len(res['policies'])} policies on {len(res['inputs'])} held-out inputs × {c['n_samples']} "
-            f"samples (≤ {c['max_new_tokens']} tokens, seed {c['seed']}) in {res['duration_s']:.0f} s.")
+    return (f"Compared {len(res['policies'])} policies of `{res['scenario']}` on {len(res['inputs'])} held-out "
+            f"inputs × {c['n_samples']} samples (≤ {c['max_new_tokens']} tokens, seed {c['seed']}) "
+            f"in {res['duration_s']:.0f} s.")
 
 
 def _frontier_note(fr: dict) -> str:

@@ -38,7 +38,7 @@ def build(lab, selected_run: gr.State) -> None:
             scenario_info = gr.Markdown(_scenario_markdown(lab.scenario("sentiment")))
         with gr.Column(scale=2):
             edge = gr.Radio(_edge_choices(lab), value="prompt->parameter", label="Edge (from → to)",
-                            info="Edges not built yet are greyed out on the triangle and cannot run.",
+                            info="The six conversions of the triangle, and best-of-N decoding with a reward.",
                             elem_id="edge-radio")
             triangle = gr.Plot(plots.triangle(edges, "prompt->parameter"), show_label=False)
     edge_note = gr.Markdown()

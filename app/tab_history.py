@@ -15,6 +15,7 @@ ALL = "(all)"
 SORTS = [("newest first", "created:desc"), ("oldest first", "created:asc"), ("longest first", "duration:desc"),
          ("scenario", "scenario:asc"), ("edge", "edge:asc"), ("method", "method:asc"), ("status", "status:asc")]
 FILTERS = ("scenario", "edge", "method", "status")
+COLUMN_WIDTHS = ["10%", "13%", "12%", "8%", "8%", "8%", "6%", "7%", "28%"]  # views.runs_table's columns
 EXPORTS = (("json", "everything: config, metrics, artifacts, curves, samples"), ("csv", "one row per run"),
            ("samples-csv", "one row per generation"))
 
@@ -29,15 +30,16 @@ def build(lab, selected_run: gr.State) -> None:
         sort = gr.Dropdown(SORTS, value="created:desc", label="sort", min_width=140, elem_id="history-sort")
         refresh_btn = gr.Button("Refresh", scale=0)
     table = gr.Dataframe(views.runs_table(everything[:500]), interactive=False, elem_id="history-table", wrap=True,
-                         max_height=420)
-    with gr.Row(equal_height=True):
+                         max_height=420, column_widths=COLUMN_WIDTHS)
+    with gr.Row():
         selection = gr.Dropdown([], value=[], multiselect=True, label="Export selection (click rows to add)",
                                 elem_id="history-selection", scale=3)
-        select_all_btn = gr.Button("Select all shown", scale=0)
-        clear_btn = gr.Button("Clear", scale=0)
-        export_btn = gr.Button("Export selection", variant="primary", scale=0, elem_id="history-export")
+        select_all_btn = gr.Button("Select all shown", scale=0, min_width=170)
+        clear_btn = gr.Button("Clear", scale=0, min_width=100)
+        export_btn = gr.Button("Export selection", variant="primary", scale=0, min_width=170,
+                               elem_id="history-export")
     files = gr.File(label="Exported files: " + "; ".join(f"{k} = {v}" for k, v in EXPORTS), file_count="multiple",
-                    visible=False, elem_id="history-files")
+                    visible=False, interactive=False, elem_id="history-files")
     message = gr.Markdown(elem_id="history-message")
     opened = gr.State(None)
     with gr.Column(visible=False) as detail:
@@ -53,7 +55,8 @@ def build(lab, selected_run: gr.State) -> None:
         with gr.Accordion("Config (JSON)", open=False):
             config = gr.Code(language="json")
         with gr.Row():
-            delete_btn = gr.Button("Delete this run…", variant="stop", scale=0, elem_id="history-delete")
+            delete_btn = gr.Button("Delete this run…", variant="stop", scale=0, min_width=200,
+                                   elem_id="history-delete")
             confirm_btn = gr.Button("Yes, delete it and its files", variant="stop", visible=False, scale=0,
                                     elem_id="history-confirm")
             keep_btn = gr.Button("Keep it", visible=False, scale=0)
@@ -70,7 +73,8 @@ def build(lab, selected_run: gr.State) -> None:
                 f"{len(runs)} of {len(everything)} runs shown.")
 
     def open_run(evt: gr.SelectData, df, sel):
-        run_id = str(df.iloc[evt.index[0]]["run_id"])
+        # the row's own value: right even when the user sorted the table by a column header
+        run_id = str(evt.row_value[0] if evt.row_value else df.iloc[evt.index[0]]["run_id"])
         sel = list(dict.fromkeys((sel or []) + [run_id]))
         return (run_id, run_id, gr.update(choices=_union(list(df["run_id"]), sel), value=sel), *_detail(lab, run_id))
 
@@ -138,7 +142,14 @@ def _detail(lab, run_id: str) -> tuple:
     figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
     return (gr.update(visible=True), views.progress_html(run), views.metrics_markdown(run),
             views.artifact_markdown(run), plots.training_curves(lab.points(run_id), run["edge"]), *figs,
-            views.side_by_side(samples), json.dumps(run["config"], indent=1, ensure_ascii=False))
+            _generations(samples), json.dumps(run["config"], indent=1, ensure_ascii=False))
+
+
+def _generations(samples: list[dict]):
+    """The run's generations, the policy columns sharing the width beside the inputs."""
+    table = views.side_by_side(samples)
+    n = max(len(table.columns) - 1, 1)
+    return gr.update(value=table, column_widths=["16%"] + [f"{84 / n:.1f}%"] * n)
 
 
 def _export_files(lab, run_ids: list[str]) -> list[str]:

@@ -60,9 +60,37 @@ def metrics_markdown(run: dict | None) -> str:
     if not m:
         return ""
     rows = "\n".join(f"| `{k}` | {v:.4f} |" if isinstance(v, (int, float)) else f"| `{k}` | {v} |"
-                     for k, v in m.items())
+                     for k, v in m.items() if k != "hops")
     dur = f" in {run['duration_s']:.0f} s" if run.get("duration_s") else ""
-    return f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
+    return (f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
+            + hops_markdown(m.get("hops")) + found_prompt_markdown(run))
+
+
+def hops_markdown(hops: list[dict] | None) -> str:
+    """A round trip's hops: run, KL to the original prompted behaviour, reward (or a reward's agreement)."""
+    if not hops:
+        return ""
+    num = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "—"
+    rows = "\n".join(f"| {i + 1} | {h['edge']} ({h['method']}) | `{h['run_id']}` | "
+                     + " | ".join(num(h["metrics"].get(k)) for k in ("kl_to_origin", "reward", "pair_accuracy")) + " |"
+                     for i, h in enumerate(hops))
+    return ("\n\n**Hops** (KL(π0(·|x,z) ‖ π_hop) per token; a hop ending at the reward vertex reports its "
+            "pair accuracy instead)\n\n| hop | edge | run | kl_to_origin | reward | pair_accuracy |\n"
+            f"|---|---|---|---|---|---|\n{rows}")
+
+
+def found_prompt_markdown(run: dict) -> str:
+    """parameter -> prompt: the readable prompt found, or a soft prompt's nearest tokens."""
+    if run.get("edge") != "parameter->prompt":
+        return ""
+    for a in run.get("artifacts") or []:
+        data = a.get("data") or {}
+        if a["kind"] == "prompt" and data.get("prompt_text"):
+            return f"\n\n**Readable prompt** ({data.get('origin', '')}):\n\n> {html.escape(data['prompt_text'])}"
+        if a["kind"] == "soft_prompt":
+            return (f"\n\n**Soft prompt**: {data.get('n_tokens')} virtual tokens; nearest vocabulary tokens: "
+                    f"`{html.escape(data.get('nearest_tokens') or '')}`")
+    return ""
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:

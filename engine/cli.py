@@ -3,6 +3,7 @@
   convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
   convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
+  chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
   export RUN_ID [RUN_ID ...] --format json|csv|samples-csv [--out PATH]
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reward", default="", help="selection reward: a run id (default: the reference reward)")
     b.add_argument("--policy", default="base", help="base, prompt, scenario:NAME or a run id")
     _add_sets(b)
+    ch = sub.add_parser("chain", help="a round trip: run the edges of a path in turn, each hop feeding the next")
+    ch.add_argument("--scenario", help="built-in name or scenario file (default with --source-run: its scenario)")
+    ch.add_argument("--path", required=True, help="vertices, e.g. prompt,parameter,prompt")
+    ch.add_argument("--methods", default="", help="one method per hop, comma separated (empty = the edge's first)")
+    ch.add_argument("--source-run", dest="source_run", default="",
+                    help="the adapter a path that starts at parameter starts from")
+    ch.add_argument("--set", dest="sets", action="append", default=[], metavar="[N.|chain.]KEY=VALUE",
+                    help="KEY=VALUE: every hop that has KEY; N.KEY=VALUE: hop N; chain.KEY=VALUE: the measuring")
+    ch.add_argument("--json", action="store_true", help="print one JSON object")
     r = sub.add_parser("runs", help="list stored runs")
     r.add_argument("--scenario"), r.add_argument("--edge")
     r.add_argument("--json", action="store_true")
@@ -144,6 +154,8 @@ def _dispatch(args) -> int:
         _print({"run_id": run_id, "status": run["status"], "scenario": run["scenario"],
                 "results": (run["metrics"] or {}).get("results"), "error": run["error"]}, args.json)
         return _exit_status(run)
+    if args.command == "chain":
+        return _chain(Lab(), args)
     lab = Lab()
     if args.command == "runs":
         return _print(lab.runs(scenario=args.scenario, edge=args.edge), args.json)
@@ -157,6 +169,19 @@ def _dispatch(args) -> int:
     run["points"] = lab.points(args.run_id)
     run["samples"] = lab.samples(args.run_id)
     return _print(run, args.json)
+
+
+def _chain(lab, args) -> int:
+    from engine.chain import chain_summary, prepare_chain, run_chain
+    from engine.scenarios import load_scenario, parse_scenario
+    scenario = (load_scenario(args.scenario) if args.scenario
+                else parse_scenario(lab.scenario_of_run(args.source_run or None)))
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods.strip() else None
+    request = prepare_chain(args.path, scenario, methods, _parse_sets(args.sets), args.source_run,
+                            lookup=lab.store.get_run)
+    run = lab.run(run_chain(lab, request))
+    _print(chain_summary(run), args.json)
+    return _exit_status(run)
 
 
 def _export(lab, run_ids: list[str], fmt: str, out: str | None) -> int:

@@ -44,8 +44,10 @@ class CompareConfig:
     temperature: float = opt(1.0, "Sampling temperature (1 samples the policy itself, which the KL assumes).",
                              0.05, 2.0)
     seed: int = opt(0, "One seed shared by every policy: their samples are coupled.", 0, 2**31 - 1)
-    # small batches release the model host's lock often, so a compare never blocks other tabs for long
-    batch_size: int = opt(8, "Sampling batch size (same for every policy, which keeps the coupling).", 1, 64)
+    kl_samples: int = opt(1, "Replies per input teacher-forced for the KL matrix (the first ones; each costs "
+                             "one forward pass per pair of policies).", 1, 4)
+    # the host's lock is held one batch at a time: 16 rows (one default policy) take ~5–15 s on 2 cores
+    batch_size: int = opt(16, "Sampling batch size (same for every policy, which keeps the coupling).", 1, 64)
 
 
 COMPARE_SPEC = MethodSpec("compare", "Compare policies", "", CompareConfig, {}, run=None, metrics=())
@@ -66,7 +68,8 @@ class CompareContext:
 
 @dataclass
 class Sampled:
-    """One policy's replies on the compare's inputs, flat: one entry per (input, sample)."""
+    """One policy's replies on the compare's inputs, flat and input by input: n_samples entries per input
+    (the order `Samples.flat` gives; the KL matrix keeps the first `kl_samples` of each)."""
     label: str
     inputs: list[str]
     outputs: list[str]
@@ -142,14 +145,18 @@ def run_compare(ctx: CompareContext, choices: list[str], config: CompareConfig, 
     sampled = []
     for i, c in enumerate(choices):
         kind, arg = split_choice(c)
+        name = choice_label(c, ctx.lookup) if kind == "policy" else c
         on_batch = _span(progress, 0.6 * i / len(choices), 0.6 * (i + 1) / len(choices),
-                         f"sampling {c} ({i + 1} of {len(choices)})")
+                         f"sampling {name} ({i + 1} of {len(choices)})")
         on_batch(0, 1)
         sampled.append(POLICY_KINDS[kind](ctx, arg, xs, config, on_batch))
+    _distinct_labels(sampled)
     progress(0.6, "scoring with the rewards")
     rewards = [reference(s.inputs, s.outputs) for s in sampled]
     extras = [extra(s.inputs, s.outputs) if extra else None for s in sampled]
-    kl, lengths = kl_matrix(sampled, lambda k, n: progress(0.65 + 0.35 * k / n, f"exact KL: row {k + 1} of {n}"))
+    kl = kl_matrix([_first(s, config.n_samples, config.kl_samples) for s in sampled],
+                   lambda k, n: progress(0.65 + 0.35 * k / n, f"exact KL: row {k + 1} of {n}"))
+    lengths = [sum(map(len, s.token_ids)) / len(s.token_ids) for s in sampled]
     progress(1.0, "done")
     return {"scenario": ctx.scenario.name, "inputs": xs, "config": dataclasses.asdict(config),
             "reward": reward_ref.strip(), "choices": choices,
@@ -163,6 +170,15 @@ def run_compare(ctx: CompareContext, choices: list[str], config: CompareConfig, 
 def _span(progress, lo: float, hi: float, stage: str):
     """on_batch(done, total) mapped onto the [lo, hi] part of the compare's progress."""
     return lambda done, total: progress(lo + (hi - lo) * done / max(total, 1), stage)
+
+
+def _distinct_labels(sampled: list[Sampled]) -> None:
+    """Labels key the table's columns and the heatmap's axes: number any repeats."""
+    seen: dict[str, int] = {}
+    for s in sampled:
+        seen[s.label] = seen.get(s.label, 0) + 1
+        if seen[s.label] > 1:
+            s.label = f"{s.label} #{seen[s.label]}"
 
 
 def _checked_choices(choices: list[str]) -> list[str]:
@@ -210,14 +226,11 @@ def mean_stderr(values: list[float]) -> tuple[float, float]:
 
 # ---------- exact KL between policies ----------
 @torch.no_grad()
-def kl_matrix(sampled: list[Sampled], on_row=None, chunk: int = 16) -> tuple[list[list[float | None]], list[float]]:
-    """M[i][j] = KL(p_i ‖ p_j) per token on p_i's own samples (0 on the diagonal, None where a policy has
-    no token-level distribution), and each row policy's mean reply length in tokens.
-
-    Replies go in chunks so at most two (chunk, T, V) tables live at once."""
+def kl_matrix(sampled: list[Sampled], on_row=None, chunk: int = 16) -> list[list[float | None]]:
+    """M[i][j] = KL(p_i ‖ p_j) per token on p_i's own samples: 0 on the diagonal, None where a policy has
+    no token-level distribution. Replies go in chunks so at most two (chunk, T, V) tables live at once."""
     P = len(sampled)
     M: list[list[float | None]] = [[None] * P for _ in range(P)]
-    lengths = [sum(len(t) for t in s.token_ids) / max(len(s.token_ids), 1) for s in sampled]
     for i, p in enumerate(sampled):
         if on_row:
             on_row(i, P)
@@ -230,10 +243,18 @@ def kl_matrix(sampled: list[Sampled], on_row=None, chunk: int = 16) -> tuple[lis
             count += sum(t.shape[0] for t in tp)
             for j, q in enumerate(sampled):
                 if j != i and q.logprobs is not None:
-                    totals[j] += sum(float(token_kl(a.float(), c.float()).sum()) for a, c in zip(tp, q.logprobs(xs, ys)))
+                    tq = q.logprobs(xs, ys)
+                    totals[j] += sum(float(token_kl(a.float(), c.float()).sum()) for a, c in zip(tp, tq))
         M[i] = [0.0 if j == i else (totals[j] / max(count, 1) if q.logprobs is not None else None)
                 for j, q in enumerate(sampled)]
-    return M, lengths
+    return M
+
+
+def _first(s: Sampled, n_samples: int, k: int) -> Sampled:
+    """The first k samples of every input (samples are stored input by input, n_samples each)."""
+    keep = [i for i in range(len(s.inputs)) if i % n_samples < k]
+    pick = lambda xs: [xs[i] for i in keep]
+    return dataclasses.replace(s, inputs=pick(s.inputs), outputs=pick(s.outputs), token_ids=pick(s.token_ids))
 
 
 # ---------- choices ----------

@@ -73,6 +73,21 @@ def _prompt_reward_methods() -> dict[str, MethodSpec]:
     }
 
 
+def _parameter_prompt_methods() -> dict[str, MethodSpec]:
+    from engine import parameter_to_prompt as p2z
+    return {
+        "soft": MethodSpec("soft", "Soft prompt tuning: virtual tokens that imitate the adapter",
+                           "min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
+                           p2z.SoftConfig, p2z.METHODS["soft"], p2z.run,
+                           ("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt")),
+        "discrete": MethodSpec("discrete", "Readable prompt: search over candidates scored by KL to π*",
+                               "min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
+                               p2z.DiscreteConfig, p2z.METHODS["discrete"], p2z.run,
+                               ("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base",
+                                "reward_prompt")),
+    }
+
+
 def _rl_methods() -> dict[str, MethodSpec]:
     from engine import reward_to_parameter as r2p
     metrics = ("reward_before", "reward_after", "kl_to_base")
@@ -114,7 +129,8 @@ def _reward_prompt_methods() -> dict[str, MethodSpec]:
 def _edges() -> dict[str, EdgeSpec]:
     specs = [
         EdgeSpec("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10", _distill_methods()),
-        EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13"),
+        EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13",
+                 _parameter_prompt_methods()),
         EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3", _rl_methods()),
         EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7",
                  _log_ratio_methods()),

@@ -42,8 +42,9 @@ def level_of(reward: float, thresholds: list[float | None]) -> int:
 
 
 def control_prompt(fmt: str, level: int, k: int) -> str:
-    """z(s): the readable control prompt for level s of k."""
-    return fmt.replace("{levels}", str(k)).replace("{level}", str(level))
+    """z(s): the readable control prompt for level s of k; {stars} writes the level as s of k stars."""
+    stars = "★" * level + "☆" * (k - level)
+    return fmt.replace("{levels}", str(k)).replace("{level}", str(level)).replace("{stars}", stars)
 
 
 def control_reward(target: int, achieved: int) -> float:

@@ -60,7 +60,7 @@ class RLConfig:
 
 METHODS = {
     "rloo": {"beta": 0.05, "lr": 2e-3},
-    "dpo": {"beta": 0.1, "lr": 5e-4},
+    "dpo": {"beta": 0.1, "lr": 2e-3},   # Adam: the step size is ~lr whatever the loss scale; 5e-4 gained only +0.08
 }
 
 

@@ -5,7 +5,8 @@
 Each decoding step is ONE batched forward over the distinct policies of (π1, π*, π0): every input gets
 one row per policy (prompt variants are rows with their own prefix and KV cache; adapters are mixed in
 the batch through peft's `adapter_names`), the rows' next-token log-probs are combined by
-`steered_logprobs`, one token is sampled per input and fed to all of its rows.
+`steered_logprobs`, one token is sampled per input and fed to all of its rows. The prompts are prefilled
+per policy and the caches merged, so a long prompt on one policy does not pad the others.
 
 `steered_generate_sequential` is the naive reference: the same steps with one forward per policy after
 another. Both draw the Gumbel noise like `ModelHost.generate` does, so with the same seed and batch size
@@ -136,13 +137,63 @@ def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperatur
 
 
 def _batched_step_fn(host, steer: Steer, xs: list[str], bf16: bool):
-    """One forward per step over G×P rows (input-major); adapters mixed per row with `adapter_names`."""
+    """One forward per decoding step over all G×P rows (policy-major), adapters mixed per row.
+
+    The prompts are prefilled per policy, each padded only to its own longest prefix, and the caches then
+    merged: a long prompt z on π1 would otherwise pad every π*/π0 row to its length, and the prefill
+    (G×P×L tokens) costs more than the whole decode."""
     policies = steer.distinct()
-    extra = {}
-    if any(p.adapter for p in policies):
-        extra["adapter_names"] = [p.adapter or BASE_ADAPTER for _ in xs for p in policies]
-    forward = lambda **kw: host.model(**kw, **extra)
-    return _rows_step(host, policies, xs, forward)
+    P, G = len(policies), len(xs)
+    prefills = [_prefill(host, p, xs) for p in policies]            # [(cache, attn, logits (G, V))]
+    L = max(a.shape[1] for _, a, _ in prefills)
+    state = {"attn": torch.cat([_left_pad_to(a, L) for _, a, _ in prefills]),
+             "cache": _merge_caches([c for c, _, _ in prefills], L)}
+    state["pos"] = state["attn"].sum(-1, keepdim=True) - 1
+    extra = {"adapter_names": [p.adapter or BASE_ADAPTER for p in policies for _ in xs]} \
+        if any(p.adapter for p in policies) else {}
+
+    def step(tokens):
+        if tokens is None:
+            return torch.stack([lg for _, _, lg in prefills], 1)      # (G, P, V)
+        state["attn"] = torch.cat([state["attn"], torch.ones((P * G, 1), dtype=state["attn"].dtype)], 1)
+        state["pos"] = state["pos"] + 1
+        out = host.model(input_ids=tokens.repeat(P)[:, None], attention_mask=state["attn"],
+                         position_ids=state["pos"], past_key_values=state["cache"], use_cache=True, **extra)
+        return out.logits[:, -1].view(P, G, -1).transpose(0, 1)     # (G, P, V)
+    return step
+
+
+def _prefill(host, policy: Policy, xs: list[str]):
+    """Run one policy over the prompts of all inputs: (cache, attention mask, next-token logits (G, V))."""
+    from transformers import DynamicCache
+    ids, attn = left_pad([host.prefix_ids(policy, x) for x in xs], host.pad_id)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    extra = {"adapter_names": [policy.adapter or BASE_ADAPTER] * len(xs)} if host.peft is not None else {}
+    cache = DynamicCache()
+    out = host.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                     logits_to_keep=1, **extra)
+    return cache, attn, out.logits[:, -1]
+
+
+def _left_pad_to(t: torch.Tensor, L: int, dim: int = 1) -> torch.Tensor:
+    """Zero-pad `t` on the left along `dim` to length L (masked-out positions: their values never count)."""
+    pad = L - t.shape[dim]
+    if pad == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = pad
+    return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim)
+
+
+def _merge_caches(caches, L: int):
+    """One batch cache from per-policy caches of different prompt lengths (keys/values (B, H, T, D))."""
+    from transformers import DynamicCache
+    layers = []
+    for i in range(len(caches[0].layers)):
+        k = torch.cat([_left_pad_to(c.layers[i].keys, L, 2) for c in caches])
+        v = torch.cat([_left_pad_to(c.layers[i].values, L, 2) for c in caches])
+        layers.append((k, v))
+    return DynamicCache(ddp_cache_data=layers)
 
 
 def _sequential_step_fn(host, steer: Steer, xs: list[str], bf16: bool):

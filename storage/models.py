@@ -31,6 +31,7 @@ class Run(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)    # final numbers
     error: Mapped[str | None] = mapped_column(Text, default=None)
     owner: Mapped[str | None] = mapped_column(String(80), default=None)  # "pid@host" of the process running it
+    parent_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)  # a chain's hops point to it
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)

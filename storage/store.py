@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, delete, event, select, update
+from sqlalchemy import create_engine, delete, event, inspect, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import Artifact, Base, MetricPoint, Run, SampleRow, utcnow
@@ -39,15 +39,16 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     # ---------- runs ----------
     def create_run(self, edge: str, method: str, scenario: str, config: dict, status: str = "queued",
-                   owner: str | None = None) -> str:
+                   owner: str | None = None, parent_id: str | None = None) -> str:
         run_id = uuid.uuid4().hex[:12]
         with self.session.begin() as s:
             s.add(Run(id=run_id, edge=edge, method=method, scenario=scenario, config=config, status=status,
-                      owner=owner))
+                      owner=owner, parent_id=parent_id))
         return run_id
 
     def update_run(self, run_id: str, **fields) -> None:
@@ -91,6 +92,12 @@ class Store:
             runs.sort(key=lambda r: (r["duration_s"] is None, (-1 if descending else 1) * (r["duration_s"] or 0)))
             runs = runs[:limit]
         return runs
+
+    def children(self, run_id: str) -> list[dict]:
+        """The runs made as steps of `run_id` (a chain's hops), oldest first, with their artifacts."""
+        q = select(Run).where(Run.parent_id == run_id).order_by(Run.created_at, Run.started_at)
+        with self.session() as s:
+            return [_run_dict(r, s) for r in s.scalars(q)]
 
     def runs_with_status(self, *statuses: str) -> list[str]:
         with self.session() as s:
@@ -165,6 +172,28 @@ class Store:
                 s.execute(delete(model).where(model.run_id == run_id))
 
 
+def add_missing_columns(engine) -> list[str]:
+    """Bring an older database up to the models: ADD every model column (and index) its tables lack.
+
+    Idempotent; new columns are nullable, so old rows read as NULL (e.g. `samples.extra`, `runs.parent_id`)."""
+    insp, added = inspect(engine), []
+    for table in Base.metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have:
+                kind = col.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
+                added.append(f"{table.name}.{col.name}")
+        indexed = {i["name"] for i in insp.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexed:
+                index.create(engine)
+    return added
+
+
 def _artifact_dict(a: Artifact) -> dict:
     return {"id": a.id, "run_id": a.run_id, "kind": a.kind, "vertex": a.vertex, "path": a.path, "data": a.data}
 
@@ -175,7 +204,7 @@ def _run_dict(r: Run, s: Session | None = None) -> dict:
          "created_at": r.created_at.isoformat(timespec="seconds") if r.created_at else None,
          "started_at": r.started_at.isoformat(timespec="seconds") if r.started_at else None,
          "finished_at": r.finished_at.isoformat(timespec="seconds") if r.finished_at else None,
-         "duration_s": round(r.duration_s, 1) if r.duration_s is not None else None}
+         "duration_s": round(r.duration_s, 1) if r.duration_s is not None else None, "parent_id": r.parent_id}
     if s is not None:
         d["artifacts"] = [_artifact_dict(a) for a in r.artifacts]
     return d

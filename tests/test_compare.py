@@ -26,13 +26,12 @@ def test_kl_matrix_matches_hand_computed_values():
     p = _sampled("p", [[0.5, 0.5]] * 3)
     q = _sampled("q", [[0.9, 0.1]] * 3, n_tokens=(3, 1))
     bon = _sampled("bon", None)
-    M, lengths = kl_matrix([p, q, bon])
+    M = kl_matrix([p, q, bon])
     kl_pq = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)   # 0.5108
     kl_qp = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)   # 0.3681
     assert M[0][0] == 0.0 and M[1][1] == 0.0
     assert M[0][1] == pytest.approx(kl_pq, abs=1e-6) and M[1][0] == pytest.approx(kl_qp, abs=1e-6)
     assert M[0][2] is None and M[2] == [None, None, None]  # best-of-N has no token distribution
-    assert lengths == [2.0, 2.0, 2.0]
 
 
 def test_mean_and_standard_error():
@@ -87,8 +86,9 @@ def test_frontier_places_stored_runs_and_measured_policies():
     assert fr["unplaced"] == []
     assert [(p["edge"], p["kl"], p["source"]) for p in fr["points"][1:]] == \
         [("base", 0.0, "measured"), ("prompt->parameter", 4.0, "measured")]
-    fig = plots_compare.frontier_figure(fr)
-    assert len(fig.data) == 2 + 3 and {t.marker.symbol for t in fig.data[2:]} == {"circle", "diamond"}
+    fig = plots_compare.frontier_figure(fr)   # two curves; the RL run's own point is its curve's end
+    assert len(fig.data) == 2 + 2 and [t.marker.symbol for t in fig.data[2:]] == ["diamond", "diamond"]
+    assert fig.data[3].text == ("LoRA (kl)",)   # measured points are named on the chart
 
 
 RESULT = {
