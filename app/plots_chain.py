@@ -57,7 +57,7 @@ def chain_figure(path: list[str], hops: list[dict], origin: dict | None = None) 
     fig.update_xaxes(visible=False, range=[-0.35, 1.35])
     fig.update_yaxes(visible=False, range=[-0.3, 1.05], scaleanchor="x")
     fig.update_layout(height=420, margin=dict(l=0, r=0, t=30, b=0), template="plotly_white",
-                      title="round trip: KL(π0(·|x,z) ‖ π_hop) per token and reference reward after each hop")
+                      title=dict(text="after each hop: KL(π0(·|x,z) ‖ π_hop) and reward r", font=dict(size=14)))
     return fig
 
 

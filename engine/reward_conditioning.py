@@ -41,10 +41,18 @@ def level_of(reward: float, thresholds: list[float | None]) -> int:
     return 1 + sum(1 for t in thresholds if t is not None and reward >= t)
 
 
+LADDER = ("very low", "low", "fairly low", "medium", "fairly high", "high", "very high")
+
+
+def level_name(level: int, k: int) -> str:
+    """A word for level s of k, spread over LADDER from 'very low' to 'very high'."""
+    return LADDER[round((level - 1) * (len(LADDER) - 1) / (k - 1))]
+
+
 def control_prompt(fmt: str, level: int, k: int) -> str:
-    """z(s): the readable control prompt for level s of k; {stars} writes the level as s of k stars."""
-    stars = "★" * level + "☆" * (k - level)
-    return fmt.replace("{levels}", str(k)).replace("{level}", str(level)).replace("{stars}", stars)
+    """z(s): the readable control prompt for level s of k ({level}, {levels}, {name} = level_name)."""
+    return (fmt.replace("{levels}", str(k)).replace("{level}", str(level))
+            .replace("{name}", level_name(level, k)))
 
 
 def control_reward(target: int, achieved: int) -> float:

@@ -73,7 +73,7 @@ class Steer:
 
 
 def _same(a: Policy, b: Policy) -> bool:
-    return a.system_text == b.system_text and a.adapter == b.adapter
+    return a.system_text == b.system_text and a.adapter == b.adapter and a.soft == b.soft
 
 
 @torch.no_grad()

@@ -10,8 +10,9 @@ from engine.errors import LabInputError
 from engine.registry import EDGES
 from engine.scenarios import load_scenario
 
-TINY_HOPS = {"steps": "2", "batch_size": "4", "n_train": "8", "n_heldout": "4", "eval_samples": "1",
-             "max_new_tokens": "12", "chain.n_heldout": "4", "chain.eval_samples": "1", "chain.max_new_tokens": "12"}
+TINY_HOPS = {"steps": "2", "batch_size": "4", "n_train": "8", "teacher_samples": "1", "n_heldout": "4",
+             "eval_samples": "1", "max_new_tokens": "12",
+             "chain.n_heldout": "4", "chain.eval_samples": "1", "chain.max_new_tokens": "12"}
 
 
 # ---------- checking a request (no model, nothing written) ----------
