@@ -29,7 +29,7 @@ from engine.reward_models import contrastive_token_table
 from engine.rewards import pair_accuracy
 from engine.rl_objectives import steered_logprobs
 from engine.run_types import Result, RunContext, opt
-from engine.steering import PRESETS, Steer, _same, apply_preset, steered_generate
+from engine.steering import PRESETS, Steer, same_policy, apply_preset, steered_generate
 
 EDGE = "parameter->reward"
 TOKEN_VIEW_ROWS = 24   # replies per policy that keep their per-token log-ratios for the page
@@ -68,7 +68,7 @@ def resolve_steer(config: LogRatioConfig, ctx) -> Steer:
     star = _labelled(resolve_policy(source_run, ctx, "source_run"), "π*")
     zero = _labelled(resolve_policy(pi0, ctx, "pi0"), "π0")
     pi1 = star if pi1_ref == "star" else _labelled(resolve_policy(pi1_ref, ctx, "pi1"), "π1")
-    if _same(star, zero):
+    if same_policy(star, zero):
         raise LabInputError("pi0: the same policy as π* (source_run); the log-ratio would be zero everywhere")
     return Steer(pi1=pi1, star=star, zero=zero, w=config.w)
 

@@ -2,7 +2,8 @@
 
 The pieces of the `conditioned` method of reward -> prompt. Samples y ~ π0(·|x) are scored, their rewards
 binned into k levels s = 1..k (equal-count bins), and a LoRA adapter learns y from (z(s), x), where z(s)
-is a readable control prompt stating the level (the system message). At test time z(s) asks for level s.
+is a readable control prompt stating the level (the system message), with a level-contrast term that makes
+each reply likelier under its own level than under another. At test time z(s) asks for level s.
 Eq. 18 reads the achieved level back: r̂(x, y, s) = −|s − level(r(x, y))|.
 """
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import math
 import random
 
+import torch
+
 from engine.errors import LabInputError
 
-DEFAULT_FORMAT = "Reward level {level} of {levels}."
+DEFAULT_FORMAT = "Reward level {level} of {levels} ({name})."
 
 
 # ---------- levels and control prompts (pure) ----------
@@ -58,6 +61,26 @@ def control_prompt(fmt: str, level: int, k: int) -> str:
 def control_reward(target: int, achieved: int) -> float:
     """Eq. 18 in level units: r̂(x, y, s) = −|s − level(r(x, y))|."""
     return -abs(target - achieved)
+
+
+def level_contrast_loss(logp_own: torch.Tensor, logp_other: torch.Tensor) -> torch.Tensor:
+    """The level-contrast term: mean of −log σ(log π(y|x,z(s)) − log π(y|x,z(s'))).
+
+    Eq. 17 alone spends almost all of its gradient on the content of y, which every level shares; the
+    reply's own level must also explain it better than another level s' does. Content cancels in the
+    difference, so this gradient is all about the level (the level's posterior given y, for two levels).
+    Args:
+        logp_own: (B,) log π(y|x,z(s)) summed over reply tokens, s the sample's level.
+        logp_other: (B,) the same under z(s') for another level s'.
+    Returns:
+        scalar; log 2 when the control prompt makes no difference.
+    """
+    return -torch.nn.functional.logsigmoid(logp_own - logp_other).mean()
+
+
+def other_level(level: int, k: int, rng: random.Random) -> int:
+    """A level other than `level`, uniformly."""
+    return rng.choice([s for s in range(1, k + 1) if s != level])
 
 
 def check_format(fmt: str) -> None:

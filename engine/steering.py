@@ -61,18 +61,18 @@ class Steer:
         """The policies to run, each once: π1 may equal π* (contrastive decoding) or π0."""
         out: list[Policy] = []
         for p in (self.pi1, self.star, self.zero):
-            if not any(_same(p, q) for q in out):
+            if not any(same_policy(p, q) for q in out):
                 out.append(p)
         return out
 
     def slots(self) -> tuple[int, int, int]:
         """Row of π1, π*, π0 within one input's group of distinct policies."""
         d = self.distinct()
-        find = lambda p: next(i for i, q in enumerate(d) if _same(p, q))
+        find = lambda p: next(i for i, q in enumerate(d) if same_policy(p, q))
         return find(self.pi1), find(self.star), find(self.zero)
 
 
-def _same(a: Policy, b: Policy) -> bool:
+def same_policy(a: Policy, b: Policy) -> bool:
     return a.system_text == b.system_text and a.adapter == b.adapter and a.soft == b.soft
 
 

@@ -108,7 +108,7 @@ def test_prompt_pair_comes_from_the_scenario_or_typed_fields_and_must_differ():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"z_plus": "Be kind.", "z_minus": "Be kind."}, "z_minus: identical to z_plus"),
-    ({"z_minus": "  "}, "z_minus: must not be empty"),
+    ({"judge_template": "  "}, "judge_template: must not be empty"),   # blank only where blank is the default
     ({"aggregate": "max"}, "aggregate: 'max' is not one of sum, mean"),
     ({"judge_template": "Rate {input}."}, r"judge_template: must contain \{output\}"),
 ])
