@@ -8,14 +8,15 @@ import os
 import random
 
 import pytest
+import torch
 
 from engine.errors import LabInputError
 from engine.prompt_search import (Candidate, add_demonstration, clean_prompt, drop_sentence, expected_reward,
                                   n_demonstrations, paired_advantage, per_input_means, pick_best, propose_edits,
                                   repeat_sentence, splice, split_prompt, swap_sentences, top_candidates, trim_reply)
 from engine.registry import build_config, get_edge, get_method
-from engine.reward_conditioning import (control_prompt, control_reward, level_batches, level_of, level_thresholds,
-                                        quantile_levels)
+from engine.reward_conditioning import (control_prompt, control_reward, level_batches, level_contrast_loss,
+                                        level_name, level_of, level_thresholds, other_level, quantile_levels)
 from engine.reward_to_prompt import SearchConfig, read_candidates, seed_pool
 from engine.rewards import build_reward, final_number
 from engine.scenarios import load_scenario, parse_scenario
@@ -116,9 +117,23 @@ def test_level_thresholds_place_new_rewards_in_the_training_bins():
     assert level_of(0.5, [None, 1.0]) == 1 and level_of(1.0, [None, 1.0]) == 2
 
 
-def test_control_prompt_and_eq18():
+def test_control_prompt_level_names_and_eq18():
     assert control_prompt("Reward level {level} of {levels}.", 3, 5) == "Reward level 3 of 5."
+    assert control_prompt("Reward level {level} of {levels} ({name}).", 4, 4) == "Reward level 4 of 4 (very high)."
+    assert [level_name(s, 4) for s in (1, 2, 3, 4)] == ["very low", "fairly low", "fairly high", "very high"]
+    assert [level_name(s, 5) for s in (1, 3, 5)] == ["very low", "medium", "very high"]
     assert control_reward(4, 2) == -2 and control_reward(2, 2) == 0
+
+
+def test_level_contrast_loss_and_its_gradient():
+    own = torch.tensor([0.0, -1.0], requires_grad=True)
+    other = torch.tensor([0.0, -2.0])
+    loss = level_contrast_loss(own, other)   # −log σ(0) = log 2; −log σ(1) = log(1 + e^−1)
+    assert math.isclose(loss.item(), (math.log(2) + math.log(1 + math.exp(-1))) / 2, rel_tol=1e-6)
+    loss.backward()   # d/d own of −log σ(d) is −σ(−d), averaged over the 2 replies
+    assert torch.allclose(own.grad, torch.tensor([-0.5, -1 / (1 + math.e)]) / 2, atol=1e-6)
+    rng = random.Random(0)
+    assert {other_level(2, 3, rng) for _ in range(50)} == {1, 3}
 
 
 def test_level_batches_hold_one_level_and_cover_every_sample_once():
@@ -207,6 +222,7 @@ def test_registry_lists_both_methods_with_their_metrics():
     ("conditioned", {"levels": "1"}, "levels: 1 is out of range"),
     ("conditioned", {"control_format": "Be good."}, r"control_format: must contain \{level\}"),
     ("conditioned", {"lora_targets": "q_proj,nope"}, "nope is not a module"),
+    ("conditioned", {"data_policies": "base,teacher"}, "data_policies: teacher is not a data policy"),
 ])
 def test_bad_settings_name_the_field(method, overrides, message):
     with pytest.raises(LabInputError, match=message):
@@ -230,8 +246,8 @@ def test_a_reward_reference_to_a_missing_run_is_refused_before_the_run(lab):
 # ---------- short real runs ----------
 TINY_SEARCH = {"budget": 30, "search_inputs": 3, "search_samples": 1, "rewrites": 1, "edits": 1,
                "demonstrations": 1, "finalists": 1, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12}
-TINY_CONDITIONED = {"levels": 2, "n_train": 8, "data_samples": 2, "steps": 3, "batch_size": 4, "n_heldout": 4,
-                    "eval_samples": 1, "max_new_tokens": 12}
+TINY_CONDITIONED = {"levels": 2, "n_train": 8, "steps": 3, "batch_size": 4, "n_heldout": 4, "eval_samples": 1,
+                    "max_new_tokens": 12}
 
 
 def _succeeded(lab, method, overrides, scenario="sentiment"):
@@ -263,14 +279,48 @@ def test_short_conditioned_run_reports_every_level_and_saves_the_adapter(lab):
     assert m["train_reward_by_level"][0] <= m["train_reward_by_level"][1]
     assert m["spearman_level_vs_reward"] in (-1.0, 1.0, None)   # two levels: a sign, or a tie
     assert art["kind"] == "adapter" and os.path.isfile(os.path.join(art["path"], "adapter_model.safetensors"))
-    assert art["data"]["control_format"] == "Reward level {level} of {levels}."
-    assert art["data"]["system"] == "Reward level 2 of 2."
+    assert art["data"]["control_format"] == "Reward level {level} of {levels} ({name})."
+    assert art["data"]["system"] == "Reward level 2 of 2 (very high)."
     assert {r["policy"] for r in lab.samples(run_id)} == {"base", "level 1", "level 2"}
     assert [p["step"] for p in lab.points(run_id) if p["name"] == "loss"] == [1, 2, 3]
+    assert m["n_train_samples"] == 8 * 3   # base, prompt and negative, one sample each per input
 
 
 def test_a_reward_that_never_varies_fails_the_conditioned_run_and_leaves_nothing(lab):
     data = load_scenario("sentiment").to_dict() | {"reward": {"kind": "keywords", "words": ["xyzzyplugh"]}}
-    run = lab.run(lab.run_now(lab.prepare("reward", "prompt", "conditioned", data, TINY_CONDITIONED)))
-    assert run["status"] == "failed" and run["error"].startswith("reward: all 16 training samples scored the same")
+    overrides = TINY_CONDITIONED | {"data_policies": "base"}
+    run = lab.run(lab.run_now(lab.prepare("reward", "prompt", "conditioned", data, overrides)))
+    assert run["status"] == "failed" and run["error"].startswith("reward: all 8 training samples scored the same")
     assert run["artifacts"] == [] and lab.samples(run["run_id"]) == [] and lab.points(run["run_id"]) == []
+
+
+def test_negative_data_policy_needs_a_negative_prompt(lab):
+    data = load_scenario("sentiment").to_dict() | {"negative_prompt": ""}
+    run = lab.run(lab.run_now(lab.prepare("reward", "prompt", "conditioned", data, TINY_CONDITIONED)))
+    assert run["status"] == "failed" and run["error"] == "data_policies: the scenario has no negative_prompt; " \
+                                                         "drop 'negative'"
+
+
+# ---------- result charts ----------
+def test_result_figures_for_search_and_conditioned():
+    from app import plots
+    from app.plots_reward_prompt import best_so_far
+    rows = [{"policy": "candidate", "input": "z0", "output": "seed", "reward": 0.5, "iteration": 0, "candidate": 0},
+            {"policy": "candidate", "input": "z1", "output": "edit: splice", "reward": 0.4, "iteration": 1,
+             "candidate": 1},
+            {"policy": "candidate", "input": "z2", "output": "model rewrite", "reward": 0.7, "iteration": 2,
+             "candidate": 2},
+            {"policy": "base", "input": "x", "output": "y", "reward": 0.1, "sample_index": 0}]
+    assert best_so_far(rows[:3]) == [(0, 0.5), (1, 0.5), (2, 0.7)]
+    bars, trajectory = plots.result_figures("reward->prompt", {"reward_none": 0.1, "reward_seed": 0.5,
+                                                               "reward_best": 0.6}, rows)
+    assert list(bars.data[0].x) == ["no prompt", "seed prompt", "best prompt"]
+    assert [t.name for t in trajectory.data] == ["seed", "edit", "model rewrite", "best so far"]
+    levels = [{"policy": f"level {s}", "input": "x", "output": "y", "reward": r, "sample_index": 0}
+              for s, r in ((1, 0.1), (2, 0.3), (10, 0.9))]
+    curve, spread = plots.result_figures("reward->prompt", {"levels": 2, "reward_by_level": [0.1, 0.3],
+                                                            "train_reward_by_level": [0.0, 0.5],
+                                                            "spearman_level_vs_reward": 1.0, "reward_base": 0.2},
+                                         levels)
+    assert list(curve.data[0].y) == [0.1, 0.3] and list(curve.data[1].y) == [0.0, 0.5]
+    assert [t.name for t in spread.data] == ["level 1", "level 2", "level 10"]
