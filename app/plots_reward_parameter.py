@@ -6,31 +6,6 @@ import html
 import plotly.graph_objects as go
 
 LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
-METHOD_COLORS = {"rloo": "#1f77b4", "dpo": "#9467bd"}
-
-
-def reward_vs_kl(rl_runs: list[dict], bon_runs: list[dict]) -> go.Figure:
-    """Every RL run of a scenario as a curve of (KL to π0 per reply, held-out reward) over its steps, and
-    best-of-N as (its KL bound log N − (N−1)/N, reward) — the Eq. 1 trade-off, one chart.
-
-    Args:
-        rl_runs: [{"run_id", "method", "beta", "kl": [...], "reward": [...]}], points in step order.
-        bon_runs: [{"run_id", "results": [{"n", "reward", "kl_bound"}, ...]}].
-    """
-    fig = go.Figure()
-    for r in rl_runs:
-        fig.add_trace(go.Scatter(x=r["kl"], y=r["reward"], mode="lines+markers",
-                                 name=f"{r['method']} β={r['beta']:g} · {r['run_id'][:6]}",
-                                 line=dict(color=METHOD_COLORS.get(r["method"]))))
-    for b in bon_runs:
-        res = b["results"]
-        fig.add_trace(go.Scatter(x=[p["kl_bound"] for p in res], y=[p["reward"] for p in res],
-                                 mode="lines+markers+text", text=[f"N={p['n']}" for p in res],
-                                 textposition="top center", line=dict(dash="dash", color="#2ca02c"),
-                                 name=f"best-of-N (KL bound) · {b['run_id'][:6]}"))
-    fig.update_layout(title="reward vs KL to π0 (nats per reply)", xaxis_title="KL(π ‖ π0) per reply",
-                      yaxis_title="held-out reward", legend=dict(font=dict(size=10)), **LAYOUT)
-    return fig
 
 
 def rl_bars(metrics: dict) -> go.Figure:

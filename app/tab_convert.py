@@ -6,6 +6,7 @@ import json
 import gradio as gr
 
 from app import plots, views
+from app import plots_compare
 from app import plots_reward_parameter as prp
 from engine.errors import LabInputError
 
@@ -167,33 +168,10 @@ def _edge_extras(lab, run: dict, samples: list[dict]) -> tuple:
     """(reward-vs-KL chart, per-token view, steering box) for the edges that have them."""
     edge, hidden = run["edge"], gr.update(visible=False)
     if edge in ("reward->parameter", "best-of-n"):
-        rl, bon = _frontier_runs(lab, run["scenario"])
-        return gr.update(value=prp.reward_vs_kl(rl, bon), visible=True), "", hidden
+        return gr.update(value=plots_compare.frontier_figure(lab.frontier(run["scenario"])), visible=True), "", hidden
     if edge == "parameter->reward" and samples:
         return hidden, prp.token_html(samples), gr.update(visible=True)
     return hidden, "", hidden
-
-
-def _frontier_runs(lab, scenario: str) -> tuple[list[dict], list[dict]]:
-    """Stored RL runs (their (KL per reply, reward) points, the final numbers last) and best-of-N runs."""
-    rl, bon = [], []
-    for r in lab.runs(scenario=scenario):
-        m = r.get("metrics") or {}
-        if r["status"] != "succeeded":
-            continue
-        if r["edge"] == "best-of-n" and m.get("results"):
-            bon.append({"run_id": r["run_id"], "results": m["results"]})
-        elif r["edge"] == "reward->parameter" and "kl_to_base_seq" in m:
-            pts = {}
-            for p in lab.points(r["run_id"]):
-                pts.setdefault(p["step"], {})[p["name"]] = p["value"]
-            curve = [(v["kl_to_base_seq"], v["reward"]) for _, v in sorted(pts.items())
-                     if "kl_to_base_seq" in v and "reward" in v]
-            curve.append((m["kl_to_base_seq"], m["reward_after"]))
-            beta = (r["config"].get("method_config") or {}).get("beta", 0.0)
-            rl.append({"run_id": r["run_id"], "method": r["method"], "beta": beta,
-                       "kl": [c[0] for c in curve], "reward": [c[1] for c in curve]})
-    return rl, bon
 
 
 def _equation(lab, edge_name: str, method_name: str) -> str:
