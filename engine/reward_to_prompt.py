@@ -119,12 +119,8 @@ def run(method: str, config, ctx: RunContext) -> Result:
 
 
 def data_policies(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in DATA_POLICIES]
-    if not names or bad:
-        raise LabInputError(f"data_policies: {bad[0] if bad else 'empty'} is not a data policy; use a comma "
-                            f"list of {', '.join(DATA_POLICIES)}")
-    return list(dict.fromkeys(names))
+    from engine.lora import parse_comma_list
+    return parse_comma_list(text, "data_policies", tuple(DATA_POLICIES), "a data policy")
 
 
 # ---------- seeds ----------
