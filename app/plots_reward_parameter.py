@@ -20,6 +20,9 @@ def rl_bars(metrics: dict) -> go.Figure:
     kl = metrics.get("kl_to_base")
     title = "held-out reward" + (f" · KL to π0 {kl:.3f} nats/token" if isinstance(kl, (int, float)) else "")
     fig.update_layout(title=title, yaxis_title="mean reward", **LAYOUT)
+    values = [v for _, v in names] + [0.0]
+    pad = 0.15 * ((max(values) - min(values)) or 1.0)   # room for the value labels above (and below) the bars
+    fig.update_yaxes(range=[min(values) - (pad if min(values) < 0 else 0), max(values) + pad])
     return fig
 
 
