@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 from app import plots_chain
 from app import plots_parameter_prompt as ppz
+from app import plots_reward_from_data as prd
 from app import plots_reward_parameter as prp
 from app import plots_reward_prompt as prz
 
@@ -21,6 +22,7 @@ CURVES_BY_EDGE = {
                           ("kl_train_best", "discrete: best KL to π* so far, per prompt scored")),
     "chain": (("kl_to_origin", "KL to the origin after each hop"), ("reward", "reward after each hop")),
     "reward->prompt": prz.CURVES,
+    "reward-model": (("loss", "head training loss (Sun et al. Eq. 8)"),),
 }
 POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
@@ -131,6 +133,8 @@ def result_figures(edge: str, metrics: dict, samples: list[dict]) -> tuple[go.Fi
                 metric_bars(metrics, ("pair_accuracy", "gap_closed"), "r* agreement and steering gap closed"))
     if edge == "best-of-n":
         return prp.bon_curve(metrics.get("results") or []), kl_bound_bars(metrics.get("results") or [])
+    if edge == "reward-model":
+        return prd.orm_bon_curve(metrics), prd.score_histogram(samples, metrics)
     if edge == "parameter->prompt":
         return ppz.result_figures(metrics)
     if edge == "chain":

@@ -13,10 +13,14 @@ from engine.errors import LabInputError
 UPLOAD = "(uploaded file)"
 
 
+TASK_LABELS = {"best-of-n": "best-of-N (a reward at decoding time)",
+               "reward-model": "data → reward (an outcome reward model)"}
+
+
 def _edge_choices(lab) -> list[tuple[str, str]]:
     def label(e):
-        if e["edge"] == "best-of-n":
-            return "best-of-N (a reward at decoding time)"
+        if e["edge"] in TASK_LABELS:
+            return TASK_LABELS[e["edge"]]
         return f"{e['from']} → {e['to']}" + ("" if e["available"] else "  (not built yet)")
     return [(label(e), e["edge"]) for e in lab.tasks()]
 
@@ -39,7 +43,8 @@ def build(lab, selected_run: gr.State) -> None:
             scenario_info = gr.Markdown(_scenario_markdown(lab.scenario("sentiment")))
         with gr.Column(scale=2):
             edge = gr.Radio(_edge_choices(lab), value="prompt->parameter", label="Edge (from → to)",
-                            info="The six conversions of the triangle, and best-of-N decoding with a reward.",
+                            info="The six conversions of the triangle, best-of-N decoding with a reward, and a reward "
+                                 "model learned from golden-labelled data.",
                             elem_id="edge-radio")
             triangle = gr.Plot(plots.triangle(edges, "prompt->parameter"), show_label=False)
     edge_note = gr.Markdown()
@@ -90,7 +95,9 @@ def build(lab, selected_run: gr.State) -> None:
         gr.Markdown("**Decoding-time steering (Eq. 7)**: log π2 = log π1 + w·(log π* − log π0). Move w = 1/β; "
                     "the steered column regenerates from the same seed beside plain π1 (w = 0 gives π1 back).")
         with gr.Row():
-            w_slider = gr.Slider(0, 4, value=1.0, step=0.25, label="w = 1/β", elem_id="steer-w")
+            w_field = next(f for f in lab.task_fields("parameter->reward", "log-ratio") if f["name"] == "w")
+            w_slider = gr.Slider(w_field["lo"], w_field["hi"], value=w_field["default"], step=0.25, label="w = 1/β",
+                                 elem_id="steer-w")
             n_steer = gr.Slider(1, 8, value=3, step=1, label="held-out inputs")
         steer_table = gr.Dataframe(wrap=True, elem_id="steer-table", interactive=False)
 
@@ -122,23 +129,23 @@ def build(lab, selected_run: gr.State) -> None:
     def on_method(edge_name, method_name):
         return _equation(lab, edge_name, method_name) if method_name else ""
 
-    def refresh(run_id, last_sig):
+    def refresh(run_id, last_sig, n_inputs):
         """Redraw only when the run changed (status, progress or a new curve point)."""
         run = lab.run(run_id) if run_id else None
         if run is None:
             return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None,
-                    gr.update(visible=False), "", gr.update(visible=False))
+                    gr.update(visible=False), "", gr.update(visible=False), gr.skip(), gr.skip())
         points = lab.points(run_id)
         sig = (run_id, run["status"], run["progress"], run["stage"], len(points))
         if sig == last_sig:
-            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 3
+            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 5
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
         figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
         return (views.progress_html(run), plots.training_curves(points, run["edge"]), *figs,
                 views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig,
-                *_edge_extras(lab, run, samples if done else []))
+                *_edge_extras(lab, run, samples if done else [], int(n_inputs)))
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -157,21 +164,31 @@ def build(lab, selected_run: gr.State) -> None:
                      selected_run, status)
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
-    watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box]
+    watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
+               w_slider, steer_table]
     w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table)
     n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table)
-    timer.tick(refresh, [selected_run, last_sig], watched, show_progress="hidden")
-    selected_run.change(refresh, [selected_run, gr.State(None)], watched, show_progress="hidden")
+    timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden")
+    selected_run.change(refresh, [selected_run, gr.State(None), n_steer], watched, show_progress="hidden")
 
 
-def _edge_extras(lab, run: dict, samples: list[dict]) -> tuple:
-    """(reward-vs-KL chart, per-token view, steering box) for the edges that have them."""
+def _edge_extras(lab, run: dict, samples: list[dict], n_inputs: int) -> tuple:
+    """(reward-vs-KL chart, per-token view, steering box, w slider, steering table) for the edges that have them.
+
+    A finished parameter->reward run opens its steering box already filled: the slider at the run's own w and the
+    table regenerated at that w, so the user sees text before touching the slider."""
     edge, hidden = run["edge"], gr.update(visible=False)
     if edge in ("reward->parameter", "best-of-n"):
-        return gr.update(value=plots_compare.frontier_figure(lab.frontier(run["scenario"])), visible=True), "", hidden
-    if edge == "parameter->reward" and samples:
-        return hidden, prp.token_html(samples), gr.update(visible=True)
-    return hidden, "", hidden
+        return (gr.update(value=plots_compare.frontier_figure(lab.frontier(run["scenario"])), visible=True), "",
+                hidden, gr.skip(), gr.skip())
+    if edge == "parameter->reward" and samples and run["status"] == "succeeded":
+        w = float(run["config"].get("w", 1.0))
+        try:
+            table = views.steer_table(lab.steer_preview(run["run_id"], w, n_inputs), w)
+        except LabInputError as e:
+            table = views.steer_table([], w, str(e))
+        return hidden, prp.token_html(samples), gr.update(visible=True), w, table
+    return hidden, "", hidden, gr.skip(), gr.skip()
 
 
 def _equation(lab, edge_name: str, method_name: str) -> str:

@@ -59,11 +59,19 @@ def metrics_markdown(run: dict | None) -> str:
     m = run.get("metrics") or {}
     if not m:
         return ""
-    rows = "\n".join(f"| `{k}` | {v:.4f} |" if isinstance(v, (int, float)) else f"| `{k}` | {v} |"
-                     for k, v in m.items() if k != "hops")
+    rows = "\n".join(f"| `{k}` | {metric_text(v)} |" for k, v in m.items() if k != "hops")
     dur = f" in {run['duration_s']:.0f} s" if run.get("duration_s") else ""
     return (f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
             + hops_markdown(m.get("hops")) + found_prompt_markdown(run))
+
+
+def metric_text(value) -> str:
+    """One metric cell: numbers to 4 decimals, lists of numbers as a short list, anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(metric_text(v) for v in value) + "]"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
 def hops_markdown(hops: list[dict] | None) -> str:

@@ -3,6 +3,7 @@
   convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
   convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
+  reward-model --scenario arithmetic [--policy prompt] [--set key=value ...] --json
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reward", default="", help="selection reward: a run id (default: the reference reward)")
     b.add_argument("--policy", default="base", help="base, prompt, scenario:NAME or a run id")
     _add_sets(b)
+    rm = sub.add_parser("reward-model", help="an outcome reward model (Sun et al. Eq. 8) learned from replies "
+                                             "labelled by the scenario's golden metric, with best-of-N under it")
+    rm.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    rm.add_argument("--policy", default="prompt", help="base, prompt, scenario:NAME or a run id")
+    _add_sets(rm)
     ch = sub.add_parser("chain", help="a round trip: run the edges of a path in turn, each hop feeding the next")
     ch.add_argument("--scenario", help="built-in name or scenario file (default with --source-run: its scenario)")
     ch.add_argument("--path", required=True, help="vertices, e.g. prompt,parameter,prompt")
@@ -154,6 +160,11 @@ def _dispatch(args) -> int:
         _print({"run_id": run_id, "status": run["status"], "scenario": run["scenario"],
                 "results": (run["metrics"] or {}).get("results"), "error": run["error"]}, args.json)
         return _exit_status(run)
+    if args.command == "reward-model":
+        lab = Lab()
+        overrides = _parse_sets(args.sets) | {"policy": args.policy}
+        return _finish(lab, lab.run_now(lab.prepare_task("reward-model", "outcome", args.scenario, overrides)),
+                       args.json)
     if args.command == "chain":
         return _chain(Lab(), args)
     lab = Lab()

@@ -44,6 +44,29 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
 
 
+def outcome_loss(logits: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Sun et al. Eq. 8, the outcome-supervised reward model (ORM):
+    L(ω) = −E_{i | E(y_i, y_i*) = 1}[log R_ω(x_i, y_i)] − E_{i | E(y_i, y_i*) = 0}[log(1 − R_ω(x_i, y_i))].
+
+    R_ω = σ(logit); each expectation is over its own class, so right and wrong replies weigh the same however
+    rare one is. (The paper prints "+" before the second term; read literally that would push R up on wrong
+    replies, so the sign is the usual one of the binary cross-entropy.)
+    Args:
+        logits: (N,) the head's logits, which are the reward r_ω(x, y) (Sun et al. Eq. 7).
+        correct: (N,) E(y_i, y_i*) ∈ {0, 1} (Eq. 9).
+    Returns:
+        scalar; 2·log 2 when the logits are all 0 and both classes are present.
+    """
+    pos, neg = correct.bool(), ~correct.bool()
+    logsig = torch.nn.functional.logsigmoid
+    loss = logits.new_zeros(())
+    if pos.any():
+        loss = loss - logsig(logits[pos]).mean()
+    if neg.any():
+        loss = loss - logsig(-logits[neg]).mean()
+    return loss
+
+
 def prompt_kl_loss(star_logp: torch.Tensor, prompted_logits: torch.Tensor, mask: torch.Tensor,
                    reverse: bool = False) -> torch.Tensor:
     """Eq. 12: min_z E_{x, y~π*} of the KL between π0(·|x,z,y<t) and π*(·|x,y<t), per reply token.

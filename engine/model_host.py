@@ -84,6 +84,8 @@ class ModelHost:
             else:
                 self.model.add_adapter(name, lora_config)
             self.adapters[name] = {"path": None}
+            for p in self.trainable_parameters(name):  # trainable whichever adapter peft left active
+                p.requires_grad_(True)
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Load a saved adapter (safetensors) under `name`, frozen."""
@@ -132,8 +134,12 @@ class ModelHost:
                 return
             if policy.adapter not in self.adapters:
                 raise KeyError(f"adapter {policy.adapter!r} is not loaded")
+            # peft's set_adapter makes the active adapter trainable and freezes the others; which adapters train
+            # is the training code's choice (add_lora / load_adapter), so switching must not change it
+            flags = [(p, p.requires_grad) for n, p in self.model.named_parameters() if "lora_" in n]
             self.peft.set_adapter(policy.adapter)
-            # set_adapter marks the adapter trainable; keep that to training code
+            for p, trainable in flags:
+                p.requires_grad_(trainable)
             yield self.model
 
     # ---------- soft prompts ----------

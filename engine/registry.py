@@ -146,13 +146,20 @@ EDGES = _edges()
 
 
 def _tasks() -> dict[str, EdgeSpec]:
-    """Runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3)."""
+    """Runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3) and a reward model
+    learned from golden-labelled data (§4.3)."""
     from engine import best_of_n as bon
     method = MethodSpec("bon", "Best-of-N with a reward",
                         "y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
                         bon.BestOfNConfig, {}, bon.run, ("results",))
+    from engine import reward_from_data as rfd
+    outcome = MethodSpec("outcome", "Outcome reward model (ORM) from golden-labelled replies",
+                         "E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
+                         rfd.OutcomeRMConfig, {}, rfd.run, ("auc", "pair_accuracy", "bon"))
     return {bon.TASK: EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", {"bon": method},
-                               key=bon.TASK)}
+                               key=bon.TASK),
+            rfd.TASK: EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3", {"outcome": outcome},
+                               key=rfd.TASK)}
 
 
 TASKS = _tasks()

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from engine.errors import LabInputError
-from engine.losses import bradley_terry_loss
+from engine.losses import bradley_terry_loss, outcome_loss
 from engine.policies import BASE, Policy, prompted
 
 Reward = Callable[[list[str], list[str]], list[float]]
@@ -131,11 +131,32 @@ class BradleyTerryHead(torch.nn.Module):
         return self.linear((feats - self.mean) / self.std).squeeze(-1)
 
 
+POOLINGS = ("reply-mean", "last", "mean+last")
+
+
+def pool_hidden(h: torch.Tensor, reply: torch.Tensor, pooling: str = "reply-mean") -> torch.Tensor:
+    """Features of each reply from hidden states.
+
+    Args:
+        h: (B, L, H) last hidden states; reply: (B, L) 1.0 at the reply's tokens (one contiguous run).
+        pooling: "reply-mean" (mean over the reply), "last" (the reply's last token, which has read the
+            whole reply: where an answer's correctness can show) or "mean+last" (both, concatenated).
+    Returns:
+        (B, H), or (B, 2H) for "mean+last".
+    """
+    if pooling not in POOLINGS:
+        raise LabInputError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
+    mean = (h * reply[..., None]).sum(1) / reply.sum(1, keepdim=True).clamp(min=1)
+    last_pos = (reply * torch.arange(reply.shape[1], dtype=reply.dtype)).argmax(1)     # index of the last 1
+    last = h[torch.arange(h.shape[0]), last_pos]
+    return {"reply-mean": mean, "last": last, "mean+last": torch.cat([mean, last], -1)}[pooling]
+
+
 @torch.no_grad()
 def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: int = BATCH,
-                    on_batch=None) -> torch.Tensor:
-    """(N, H) mean of π0's last hidden states over each reply's tokens (chat with the neutral system
-    message, right padding). Computed once, without gradients: the base stays frozen."""
+                    on_batch=None, pooling: str = "reply-mean") -> torch.Tensor:
+    """(N, H) features of π0's last hidden states over each reply's tokens (chat with the neutral system
+    message, right padding; `pool_hidden` says how). Computed once, without gradients: the base stays frozen."""
     feats = []
     for b in range(0, len(xs), batch_size):
         prefixes = [host.prefix_ids(BASE, x) for x in xs[b:b + batch_size]]
@@ -152,7 +173,7 @@ def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: in
             out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False,
                         logits_to_keep=1)
         h = out.hidden_states[-1].float()  # (B, L, H), after the final norm
-        feats.append((h * reply[..., None]).sum(1) / reply.sum(1, keepdim=True).clamp(min=1))
+        feats.append(pool_hidden(h, reply, pooling))
         if on_batch:
             on_batch(min(b + batch_size, len(xs)), len(xs))
     return torch.cat(feats)
@@ -170,15 +191,32 @@ def train_head(chosen: torch.Tensor, rejected: torch.Tensor, steps: int, lr: flo
         chosen, rejected: (N, H) features of y+ and y− (row i is one pair).
         on_step: called as on_step(step, loss) after each step.
     """
+    return _fit_head(torch.cat([chosen, rejected]), lambda head: bradley_terry_loss(head(chosen), head(rejected)),
+                     steps, lr, l2, seed, on_step)
+
+
+def train_outcome_head(feats: torch.Tensor, correct: torch.Tensor, steps: int, lr: float, l2: float,
+                       seed: int = 0, on_step=None) -> BradleyTerryHead:
+    """Fit the outcome reward model (Sun et al. Eq. 8) on pooled features of replies labelled right/wrong:
+    full batch Adam on `outcome_loss` + l2·‖w‖². The reward is the head's logit.
+
+    Args:
+        feats: (N, H) features of the replies; correct: (N,) 1.0 where the reply is right (Eq. 9).
+    """
+    return _fit_head(feats, lambda head: outcome_loss(head(feats), correct), steps, lr, l2, seed, on_step)
+
+
+def _fit_head(stats_from: torch.Tensor, loss_of, steps: int, lr: float, l2: float, seed: int,
+              on_step) -> BradleyTerryHead:
+    """A linear head on standardized features (mean/std of `stats_from`), from zero, by full-batch Adam."""
     torch.manual_seed(seed)
-    head = BradleyTerryHead(chosen.shape[1])
-    both = torch.cat([chosen, rejected])
-    head.mean.copy_(both.mean(0))
-    head.std.copy_(both.std(0).clamp(min=1e-4))
+    head = BradleyTerryHead(stats_from.shape[1])
+    head.mean.copy_(stats_from.mean(0))
+    head.std.copy_(stats_from.std(0).clamp(min=1e-4))
     torch.nn.init.zeros_(head.linear.weight), torch.nn.init.zeros_(head.linear.bias)
     opt = torch.optim.Adam(head.linear.parameters(), lr=lr)
     for step in range(steps):
-        loss = bradley_terry_loss(head(chosen), head(rejected))
+        loss = loss_of(head)
         penalized = loss + l2 * head.linear.weight.pow(2).sum()
         opt.zero_grad(set_to_none=True)
         penalized.backward()
@@ -196,10 +234,10 @@ def preference_accuracy(head: BradleyTerryHead, chosen: torch.Tensor, rejected: 
         return float((head(chosen) > head(rejected)).float().mean())
 
 
-def save_head(head: BradleyTerryHead, path: Path, model_name: str) -> Path:
+def save_head(head: BradleyTerryHead, path: Path, model_name: str, pooling: str = "reply-mean") -> Path:
     from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
-    save_file(tensors, str(path), metadata={"pooling": "reply-mean", "model": model_name})
+    save_file(tensors, str(path), metadata={"pooling": pooling, "model": model_name})
     return path
 
 
@@ -213,16 +251,19 @@ def load_head(path: str | Path) -> BradleyTerryHead:
     return head.eval()
 
 
-def bradley_terry_reward(spec: dict, host) -> Reward:
+def head_reward(spec: dict, host) -> Reward:
+    """A linear head on π0's pooled hidden states: the Bradley-Terry reward (Eq. 4 of Sun et al.) and the
+    outcome reward model (Eq. 8, r = the classifier's logit) are read the same way."""
     head = load_head(_field(spec, "head"))
-    dim = host.model.config.hidden_size
+    pooling = spec.get("pooling", "reply-mean")
+    dim = host.model.config.hidden_size * (2 if pooling == "mean+last" else 1)
     if head.mean.shape[0] != dim:
-        raise LabInputError(f"reward.head: built for a model with hidden size {head.mean.shape[0]}, "
-                            f"this model has {dim}")
+        raise LabInputError(f"reward.head: built for {head.mean.shape[0]} features ({pooling}), "
+                            f"this model gives {dim}")
 
     @torch.no_grad()
     def reward(inputs: list[str], outputs: list[str]) -> list[float]:
-        return head(pooled_features(host, inputs, [host.reply_ids(y) for y in outputs])).tolist()
+        return head(pooled_features(host, inputs, [host.reply_ids(y) for y in outputs], pooling=pooling)).tolist()
     return reward
 
 
@@ -287,7 +328,8 @@ def log_ratio_reward(spec: dict, host) -> Reward:
 BUILDERS: dict[str, Callable[[dict, object], Reward]] = {
     "judge": judge_reward,
     "contrastive": contrastive_reward,
-    "bradley-terry": bradley_terry_reward,
+    "bradley-terry": head_reward,
+    "outcome": head_reward,
     "log-ratio": log_ratio_reward,
 }
 

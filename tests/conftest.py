@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -38,6 +40,18 @@ def settings(tmp_path, model_cache_dir):
 def lab(settings, host):
     from engine.api import Lab
     return Lab(settings=settings, host_factory=lambda: host)
+
+
+@pytest.fixture
+def cli(tmp_path, model_cache_dir):
+    """`python -m engine ARGS` in a subprocess on a fresh data dir, as a user scripts it."""
+    (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
+    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args, **extra_env):
+        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO_ROOT, capture_output=True,
+                              text=True, env={**env, **extra_env}, timeout=600)
+    return run
 
 
 TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12,

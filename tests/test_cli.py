@@ -1,24 +1,10 @@
 """`python -m engine` as a user scripts it: JSON on stdout, exit codes 0 / 2 / 1."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from conftest import TINY
-from engine.settings import REPO_ROOT
-
-
-@pytest.fixture
-def cli(tmp_path, model_cache_dir):
-    (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
-    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-
-    def run(*args, **extra_env):
-        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO_ROOT, capture_output=True,
-                              text=True, env={**env, **extra_env}, timeout=600)
-    return run
 
 
 def _sets(cfg: dict) -> list[str]:

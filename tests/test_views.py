@@ -26,6 +26,9 @@ def test_progress_and_metrics_views():
     assert views.metrics_markdown(failed) == "**Run failed.** ValueError: boom"
     done = {**run, "status": "succeeded", "metrics": {"kl_after": 0.01}, "duration_s": 12.0}
     assert "| `kl_after` | 0.0100 |" in views.metrics_markdown(done)
+    levels = {**done, "metrics": {"levels": 4, "reward_by_level": [0.31, 0.3333333]}}
+    table = views.metrics_markdown(levels)
+    assert "| `levels` | 4 |" in table and "| `reward_by_level` | [0.3100, 0.3333] |" in table
 
 
 def test_figures_follow_the_edge():

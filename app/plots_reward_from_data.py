@@ -1,0 +1,40 @@
+"""Figures of the outcome reward model (engine/reward_from_data.py; pure: stored data in, plotly figure out)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+
+
+def orm_bon_curve(metrics: dict) -> go.Figure:
+    """Held-out best-of-N reward against N: selection by the learned ORM, by the golden metric (oracle, the
+    ceiling) and none (N = 1, the floor)."""
+    curves = metrics.get("bon") or []
+    ns = [c["n"] for c in curves]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=ns, y=[c["reward_oracle"] for c in curves], mode="lines+markers", name="oracle",
+                             line=dict(color="#2ca02c", dash="dash")))
+    fig.add_trace(go.Scatter(x=ns, y=[c["reward_orm"] for c in curves], mode="lines+markers", name="ORM",
+                             line=dict(color="#d62728")))
+    if curves:
+        fig.add_trace(go.Scatter(x=[ns[0], ns[-1]], y=[curves[0]["reward_orm"]] * 2, mode="lines",
+                                 name="no selection (N = 1)", line=dict(color="#7f7f7f", dash="dot")))
+    fig.update_xaxes(type="log", title="N", tickvals=ns)
+    fig.update_layout(title="best-of-N with the learned reward vs the oracle", yaxis_title="held-out reward",
+                      legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    return fig
+
+
+def score_histogram(samples: list[dict], metrics: dict) -> go.Figure:
+    """The ORM's reward r_ω (the logit) on held-out replies, right and wrong ones overlaid."""
+    threshold = metrics.get("threshold", 0.5)
+    rows = [r for r in samples if r.get("derived") is not None and r.get("reward") is not None]
+    fig = go.Figure()
+    for name, right, color in (("right (E = 1)", True, "#2ca02c"), ("wrong (E = 0)", False, "#d62728")):
+        xs = [r["derived"] for r in rows if (r["reward"] >= threshold) == right]
+        fig.add_trace(go.Histogram(x=xs, name=f"{name}, {len(xs)}", opacity=0.6, marker_color=color, nbinsx=30))
+    auc = metrics.get("auc")
+    fig.update_layout(barmode="overlay", xaxis_title="r_ω(x, y) (logit)", yaxis_title="replies",
+                      title="ORM score of held-out replies" + (f" · AUC {auc:.2f}" if isinstance(auc, float) else ""),
+                      legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    return fig
