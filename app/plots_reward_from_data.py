@@ -6,21 +6,25 @@ import plotly.graph_objects as go
 LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
 
 
+SELECTORS = (("oracle", "oracle (the golden metric)", "#2ca02c", "dash"), ("orm", "learned reward", "#d62728", "solid"),
+             ("confidence", "policy confidence (mean log π)", "#1f77b4", "dashdot"))
+
+
 def orm_bon_curve(metrics: dict) -> go.Figure:
-    """Held-out best-of-N reward against N: selection by the learned ORM, by the golden metric (oracle, the
-    ceiling) and none (N = 1, the floor)."""
+    """Held-out best-of-N reward against N for each selection rule: the learned reward, the policy's own
+    confidence (the baseline), the golden metric (oracle, the ceiling); N = 1 is the policy alone (the floor)."""
     curves = metrics.get("bon") or []
     ns = [c["n"] for c in curves]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=ns, y=[c["reward_oracle"] for c in curves], mode="lines+markers", name="oracle",
-                             line=dict(color="#2ca02c", dash="dash")))
-    fig.add_trace(go.Scatter(x=ns, y=[c["reward_orm"] for c in curves], mode="lines+markers", name="ORM",
-                             line=dict(color="#d62728")))
+    for key, name, color, dash in SELECTORS:
+        if curves and f"reward_{key}" in curves[0]:
+            fig.add_trace(go.Scatter(x=ns, y=[c[f"reward_{key}"] for c in curves], mode="lines+markers",
+                                     name=name, line=dict(color=color, dash=dash)))
     if curves:
         fig.add_trace(go.Scatter(x=[ns[0], ns[-1]], y=[curves[0]["reward_orm"]] * 2, mode="lines",
                                  name="no selection (N = 1)", line=dict(color="#7f7f7f", dash="dot")))
     fig.update_xaxes(type="log", title="N", tickvals=ns)
-    fig.update_layout(title="best-of-N with the learned reward vs the oracle", yaxis_title="held-out reward",
+    fig.update_layout(title="best-of-N: learned reward vs confidence vs oracle", yaxis_title="held-out reward",
                       legend=dict(orientation="h", y=-0.25), **LAYOUT)
     return fig
 

@@ -3,7 +3,7 @@
   convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
   convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
-  reward-model --scenario arithmetic [--policy prompt] [--set key=value ...] --json
+  reward-model --scenario arithmetic [--method outcome|pairwise] [--policy prompt] [--set key=value ...] --json
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
@@ -49,10 +49,15 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _given(args, *fields: str) -> dict[str, str]:
+    """The flags the user gave (a flag left out leaves the config default, or its --set, in place)."""
+    return {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+
+
 def convert_overrides(args) -> dict[str, str]:
     """--set pairs, then the shortcut flags (--source-run, --w, ...) for the fields they name."""
     out = _parse_sets(args.sets)
-    return out | {field: getattr(args, field) for field in SHORTCUTS.values() if getattr(args, field) is not None}
+    return out | _given(args, *SHORTCUTS.values())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sets(c)
     b = sub.add_parser("bon", help="best-of-N with a reward: reference reward vs N, with the KL bound")
     b.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
-    b.add_argument("--n", default="1,2,4,8,16", help="comma list of N")
-    b.add_argument("--reward", default="", help="selection reward: a run id (default: the reference reward)")
-    b.add_argument("--policy", default="base", help="base, prompt, scenario:NAME or a run id")
+    b.add_argument("--n", help="comma list of N (default 1,2,4,8,16)")
+    b.add_argument("--reward", help="selection reward: a run id (default: the reference reward)")
+    b.add_argument("--policy", help="base (default), prompt, scenario:NAME or a run id")
     _add_sets(b)
     rm = sub.add_parser("reward-model", help="an outcome reward model (Sun et al. Eq. 8) learned from replies "
                                              "labelled by the scenario's golden metric, with best-of-N under it")
     rm.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
-    rm.add_argument("--policy", default="prompt", help="base, prompt, scenario:NAME or a run id")
+    rm.add_argument("--method", default="outcome", help="outcome (Eq. 8, default) or pairwise (Eq. 4)")
+    rm.add_argument("--policy", help="prompt (default), base, scenario:NAME or a run id")
     _add_sets(rm)
     ch = sub.add_parser("chain", help="a round trip: run the edges of a path in turn, each hop feeding the next")
     ch.add_argument("--scenario", help="built-in name or scenario file (default with --source-run: its scenario)")
@@ -154,7 +160,7 @@ def _dispatch(args) -> int:
                        args.json)
     if args.command == "bon":
         lab = Lab()
-        overrides = _parse_sets(args.sets) | {"n": args.n, "reward": args.reward, "policy": args.policy}
+        overrides = _parse_sets(args.sets) | _given(args, "n", "reward", "policy")
         run_id = lab.run_now(lab.prepare_task("best-of-n", "bon", args.scenario, overrides))
         run = lab.run(run_id)
         _print({"run_id": run_id, "status": run["status"], "scenario": run["scenario"],
@@ -162,8 +168,8 @@ def _dispatch(args) -> int:
         return _exit_status(run)
     if args.command == "reward-model":
         lab = Lab()
-        overrides = _parse_sets(args.sets) | {"policy": args.policy}
-        return _finish(lab, lab.run_now(lab.prepare_task("reward-model", "outcome", args.scenario, overrides)),
+        overrides = _parse_sets(args.sets) | _given(args, "policy")
+        return _finish(lab, lab.run_now(lab.prepare_task("reward-model", args.method, args.scenario, overrides)),
                        args.json)
     if args.command == "chain":
         return _chain(Lab(), args)

@@ -153,13 +153,17 @@ def _tasks() -> dict[str, EdgeSpec]:
                         "y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
                         bon.BestOfNConfig, {}, bon.run, ("results",))
     from engine import reward_from_data as rfd
+    metrics = ("auc", "pair_accuracy", "auc_confidence", "pair_accuracy_confidence", "bon")
     outcome = MethodSpec("outcome", "Outcome reward model (ORM) from golden-labelled replies",
                          "E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
-                         rfd.OutcomeRMConfig, {}, rfd.run, ("auc", "pair_accuracy", "bon"))
+                         rfd.OutcomeRMConfig, {}, rfd.run, metrics)
+    pairwise = MethodSpec("pairwise", "Bradley-Terry on right-vs-wrong replies of the same input",
+                          "E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −Σ log σ(r_ω(x,y+) − r_ω(x,y−)), E(y+)=1, E(y−)=0 (Eq. 4)",
+                          rfd.OutcomeRMConfig, {}, rfd.run, metrics)
     return {bon.TASK: EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", {"bon": method},
                                key=bon.TASK),
-            rfd.TASK: EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3", {"outcome": outcome},
-                               key=rfd.TASK)}
+            rfd.TASK: EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3",
+                               {"outcome": outcome, "pairwise": pairwise}, key=rfd.TASK)}
 
 
 TASKS = _tasks()

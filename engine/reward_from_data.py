@@ -1,15 +1,17 @@
-"""Reward models from data: the outcome-supervised reward model (Sun et al. 2024, §4.3, Eqs. 7–9).
+"""Reward models from data, for a task with a golden metric (Sun et al. 2024, §4.3 and §4.1).
 
-For a task with a golden metric (the `arithmetic` scenario: exact match of the final number) no preference
-labels are needed: sample replies of a policy on the train inputs, label each right or wrong with the golden
-metric, E(y, y*) ∈ {0, 1} (Eq. 9), and fit R_ω(x, y) = σ(logit) by Eq. 8. The reward is the logit (Eq. 7),
-a linear head on π0's pooled hidden states (π0 frozen), stored as a reward artifact that best-of-N,
-reward→parameter and the page's scoring can use like any other.
+No preference labels are needed: sample replies of a policy on the train inputs (the `arithmetic` scenario)
+and label each right or wrong with the golden metric, E(y, y*) ∈ {0, 1} (Eq. 9). Then fit a linear head on
+π0's pooled hidden states (π0 frozen), whose logit is the reward (Eq. 7):
+  outcome   the outcome-supervised reward model, R_ω = σ(logit) by Eq. 8 (each reply on its own);
+  pairwise  Bradley-Terry (Eq. 4) on (right, wrong) pairs of replies to the same input, which is the
+            comparison best-of-N makes (a pointwise model also learns which inputs are easy).
+The head is a reward artifact that best-of-N, reward→parameter and the page's scoring use like any other.
 
-Held out, on fresh replies of the same policy: how well the ORM separates right from wrong (AUC over all
-replies, pair accuracy within an input — what best-of-N needs), and best-of-N with the ORM as the selection
-reward beside the oracle (selection by the golden metric itself) and N = 1 (no selection), every N computed
-exactly over subsets of the samples (`bon_expected`).
+Held out, on fresh replies of the same policy: AUC (right vs wrong over all replies), pair accuracy within an
+input, and best-of-N reward for each N selecting by the learned reward, by the policy's own confidence
+(mean token log-prob: the baseline to beat) and by the golden metric itself (the oracle, the ceiling), each
+exact over subsets of the samples (`bon_expected`); N = 1 is the policy alone.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from engine.rewards import build_model_reward, pair_accuracy
 from engine.run_types import Result, RunContext, opt
 
 TASK = "reward-model"
+EQUATION = {"outcome": "Eq. 8", "pairwise": "Eq. 4"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,13 @@ class OutcomeRMConfig:
                                 "`scenario:NAME` or a run id.")
     samples_per_input: int = opt(8, "Replies sampled per train input, each labelled right/wrong.", 1, 64)
     threshold: float = opt(0.5, "A reply is right (E = 1, Eq. 9) when its reference reward ≥ this.")
-    pooling: str = opt("last", "Features of a reply: `last` (hidden state at its last token), `reply-mean` or "
-                               "`mean+last`.", choices=("last", "reply-mean", "mean+last"))
+    pooling: str = opt("mean+last", "Features of a reply from π0's last hidden states: `mean+last` (averaged "
+                                    "over the reply, and at its last token), `reply-mean` or `last`.",
+                       choices=("mean+last", "reply-mean", "last"))
     head_steps: int = opt(300, "Full-batch Adam steps on the linear head.", 1, 10000)
     head_lr: float = opt(1e-2, "Learning rate of the head.", 1e-5, 1.0)
-    head_l2: float = opt(0.1, "L2 penalty l2·‖w‖² on the head.", 0.0, 100.0)
+    head_l2: float = opt(1.0, "L2 penalty l2·‖w‖² on the head (a few hundred replies, 576 features: strong).",
+                         0.0, 100.0)
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 100000)
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 100000)
     heldout_samples: int = opt(8, "Fresh replies per held-out input (the pool best-of-N picks from).", 2, 64)
@@ -67,19 +72,37 @@ def auc(scores: list[float], correct: list[float]) -> float | None:
     return pair_accuracy(scores, correct, [0] * len(scores))[0]
 
 
-def bon_curves(select: list[float], reference: list[float], m: int, ns: list[int]) -> list[dict]:
-    """Best-of-N reference reward for each N, selecting by `select` (the ORM) and by `reference` (the oracle).
+def bon_curves(selectors: dict[str, list[float]], reference: list[float], m: int, ns: list[int]) -> list[dict]:
+    """Best-of-N reference reward for each N under each selection rule: {"n", "reward_<name>", ...}.
 
     Args:
-        select, reference: one value per reply, m replies per input, input-major.
+        selectors: name -> one selection score per reply (e.g. the ORM; "oracle" = the reference itself).
+        reference: the reference reward of each reply; m replies per input, input-major.
     """
     groups = range(0, len(reference), m)
     out = []
     for n in ns:
-        orm = [bon_expected(select[g:g + m], reference[g:g + m], n) for g in groups]
-        oracle = [bon_expected(reference[g:g + m], reference[g:g + m], n) for g in groups]
-        out.append({"n": n, "reward_orm": sum(orm) / len(orm), "reward_oracle": sum(oracle) / len(oracle)})
+        row = {"n": n}
+        for name, select in selectors.items():
+            per_input = [bon_expected(select[g:g + m], reference[g:g + m], n) for g in groups]
+            row[f"reward_{name}"] = sum(per_input) / len(per_input)
+        out.append(row)
     return out
+
+
+def within_input_pairs(inputs: list[str], correct: list[float]) -> tuple[list[int], list[int]]:
+    """(right, wrong) index pairs of replies to the same input: golden labels turned into preferences."""
+    by_input: dict[str, list[int]] = {}
+    for i, x in enumerate(inputs):
+        by_input.setdefault(x, []).append(i)
+    pairs = [(i, j) for idx in by_input.values() for i in idx for j in idx if correct[i] and not correct[j]]
+    return [i for i, _ in pairs], [j for _, j in pairs]
+
+
+def mean_token_logprob(host, policy, inputs: list[str], token_ids: list[list[int]]) -> list[float]:
+    """The policy's own confidence in each reply, log π(y|x) / |y|: the selection rule to beat."""
+    totals = host.sequence_logprobs(policy, inputs, token_ids)
+    return [t / max(len(ids), 1) for t, ids in zip(totals, token_ids)]
 
 
 def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
@@ -103,10 +126,17 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
 
     def on_step(step, loss):
         if step % 25 == 0 or step == config.head_steps:
-            progress(0.4 + 0.1 * step / config.head_steps, f"training the head (Eq. 8), step {step}",
+            progress(0.4 + 0.1 * step / config.head_steps, f"training the head ({EQUATION[method]}), step {step}",
                      step=step, points={"loss": loss})
-    head = rm.train_outcome_head(feats, labels, config.head_steps, config.head_lr, config.head_l2, config.seed,
-                                 on_step)
+    if method == "pairwise":
+        win, lose = within_input_pairs(data.inputs, labels.tolist())
+        if not win:
+            raise ValueError("no train input has both a right and a wrong reply; sample more per input")
+        head = rm.train_head(feats[win], feats[lose], config.head_steps, config.head_lr, config.head_l2,
+                             config.seed, on_step)
+    else:
+        head = rm.train_outcome_head(feats, labels, config.head_steps, config.head_lr, config.head_l2,
+                                     config.seed, on_step)
     path = rm.save_head(head, ctx.out_dir / "outcome_head.safetensors", host.model_name, config.pooling)
     with torch.no_grad():
         train_scores = head(feats).tolist()
@@ -115,17 +145,22 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
                             config.heldout_samples, config.max_new_tokens, config.temperature, config.seed + 2,
                             on_batch=lambda i, k: progress(0.5 + 0.35 * i / k, "sampling held-out replies"))
     progress(0.85, "scoring held-out replies with the reward model")
-    spec = {"kind": "outcome", "head": str(path), "pooling": config.pooling, "threshold": config.threshold,
+    spec = {"kind": "outcome", "objective": method, "head": str(path), "pooling": config.pooling,
+            "threshold": config.threshold,
             "trained_on": f"replies of {policy.label} ({config.policy})"}
     scores = build_model_reward(spec, host)(held.inputs, held.outputs)  # what is stored is what is measured
+    progress(0.92, "the policy's own confidence in each held-out reply (the baseline)")
+    confidence = mean_token_logprob(host, policy, held.inputs, held.token_ids)
     right = correctness(held.rewards, config.threshold).tolist()
-    curves = bon_curves(scores, held.rewards, config.heldout_samples, parse_ns(config.n))
+    curves = bon_curves({"orm": scores, "confidence": confidence, "oracle": held.rewards}, held.rewards,
+                        config.heldout_samples, parse_ns(config.n))
     for c in curves:
-        progress(0.9, f"best-of-{c['n']}", step=c["n"], points={"reward_orm": c["reward_orm"],
-                                                                 "reward_oracle": c["reward_oracle"]})
+        progress(0.98, f"best-of-{c['n']}", step=c["n"], points={k: v for k, v in c.items() if k != "n"})
     metrics = {
         "auc": auc(scores, right),
         "pair_accuracy": pair_accuracy(scores, held.rewards, held.inputs)[0],
+        "auc_confidence": auc(confidence, right),
+        "pair_accuracy_confidence": pair_accuracy(confidence, held.rewards, held.inputs)[0],
         "train_auc": auc(train_scores, labels.tolist()),
         "accuracy": sum(float((s > 0) == bool(r)) for s, r in zip(scores, right)) / len(right),
         "positive_rate_train": n_right / len(labels),

@@ -77,6 +77,7 @@ def test_bon_prints_reward_and_kl_bound_per_n(cli):
 @pytest.mark.parametrize("args, message", [
     (["bon", "--scenario", "sentiment", "--n", "0,4"], "n: 0 is out of range"),
     (["bon", "--scenario", "sentiment", "--reward", "nosuchrun"], "reward: no run with id 'nosuchrun'"),
+    (["bon", "--scenario", "sentiment", "--set", "policy=nosuchrun"], "no run with id 'nosuchrun'"),  # --set counts
     (["convert", "--from", "parameter", "--to", "reward", "--source-run", "nosuchrun"], "no run with id"),
     (["convert", "--from", "parameter", "--to", "reward", "--scenario", "sentiment", "--source-run", "prompt",
       "--w", "20"], "w: 20.0 is out of range"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.losses import outcome_loss
-from engine.reward_from_data import OutcomeRMConfig, auc, bon_curves, correctness
+from engine.reward_from_data import OutcomeRMConfig, auc, bon_curves, correctness, within_input_pairs
 from engine.reward_models import pool_hidden, train_outcome_head
 
 log_sigmoid = lambda v: math.log(1 / (1 + math.exp(-v)))
@@ -36,9 +36,14 @@ def test_auc_counts_right_over_wrong_pairs_with_half_ties():
 def test_bon_curves_select_by_the_learned_reward_and_by_the_oracle():
     # one input, 3 replies: references 1, 0, 0; the learned reward prefers reply 2 (wrong), then reply 0
     reference, learned = [1.0, 0.0, 0.0], [0.5, 0.0, 0.9]
-    c = bon_curves(learned, reference, 3, [1, 2, 3])
+    c = bon_curves({"orm": learned, "oracle": reference}, reference, 3, [1, 2, 3])
     assert [x["reward_orm"] for x in c] == pytest.approx([1 / 3, 1 / 3, 0.0])   # pairs: {0,1}→0, {0,2}→2, {1,2}→2
     assert [x["reward_oracle"] for x in c] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_golden_labels_become_within_input_preference_pairs():
+    win, lose = within_input_pairs(["a", "a", "b", "a", "b"], [1, 0, 1, 0, 1])
+    assert sorted(zip(win, lose)) == [(0, 1), (0, 3)]          # input b has no wrong reply: no pair
 
 
 def test_pooling_reads_the_reply_tokens_only():
@@ -77,8 +82,10 @@ def test_reward_model_run_then_best_of_n_with_its_reward(cli):
     m = out["metrics"]
     assert m["n_train_replies"] == 24 and 0 < m["positive_rate_train"] < 1
     assert [c["n"] for c in m["bon"]] == [1, 2, 4]
-    assert all(c["reward_orm"] <= c["reward_oracle"] + 1e-9 for c in m["bon"])
-    assert m["bon"][0]["reward_orm"] == pytest.approx(m["bon"][0]["reward_oracle"])   # N = 1: nothing to select
+    for c in m["bon"]:
+        assert max(c["reward_orm"], c["reward_confidence"]) <= c["reward_oracle"] + 1e-9
+    first = m["bon"][0]                                                   # N = 1: nothing to select
+    assert first["reward_orm"] == pytest.approx(first["reward_oracle"]) == pytest.approx(first["reward_confidence"])
     assert out["artifact"]["kind"] == "reward" and out["artifact"]["data"]["kind"] == "outcome"
     shown = json.loads(cli("show", out["run_id"], "--json").stdout)
     assert len(shown["samples"]) == 12 and all(isinstance(s["derived"], float) for s in shown["samples"])
@@ -86,6 +93,12 @@ def test_reward_model_run_then_best_of_n_with_its_reward(cli):
             "--set", "n_heldout=2", "--set", "max_new_tokens=16", "--json")
     assert b.returncode == 0, b.stderr
     assert [r["n"] for r in json.loads(b.stdout)["results"]] == [1, 2]
+    p = cli("reward-model", "--scenario", "arithmetic", "--method", "pairwise",
+            *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")], "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["method"] == "pairwise" and out["artifact"]["data"]["objective"] == "pairwise"
+    assert [c["n"] for c in out["metrics"]["bon"]] == [1, 2, 4]
 
 
 @pytest.mark.parametrize("sets, message", [

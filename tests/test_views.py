@@ -39,3 +39,16 @@ def test_figures_follow_the_edge():
     assert list(a.data[0].x) == ["pair_accuracy", "spearman"] and len(b.data) == 1  # only rows with a derived score
     curves = plots.training_curves([{"name": "loss", "step": 1, "value": 0.5}, {"name": "kl_heldout", "step": 0, "value": 0.1}])
     assert len(curves.data) == 3 and list(curves.data[0].y) == [0.5]
+
+
+def test_reward_model_figures_show_each_selection_rule_and_the_score_split():
+    bon = [{"n": 1, "reward_orm": 0.2, "reward_confidence": 0.2, "reward_oracle": 0.2},
+           {"n": 4, "reward_orm": 0.3, "reward_confidence": 0.4, "reward_oracle": 0.5}]
+    samples = [{"policy": "p", "input": "x", "output": "7", "reward": 1.0, "derived": 1.5},
+               {"policy": "p", "input": "x", "output": "8", "reward": 0.0, "derived": -0.5},
+               {"policy": "p", "input": "x", "output": "9", "reward": 0.0, "derived": 0.1}]
+    a, b = plots.result_figures("reward-model", {"bon": bon, "auc": 1.0, "threshold": 0.5}, samples)
+    by_name = {t.name: list(t.y) for t in a.data}
+    assert by_name["learned reward"] == [0.2, 0.3] and by_name["oracle (the golden metric)"] == [0.2, 0.5]
+    assert by_name["policy confidence (mean log π)"] == [0.2, 0.4] and by_name["no selection (N = 1)"] == [0.2, 0.2]
+    assert [list(t.x) for t in b.data] == [[1.5], [-0.5, 0.1]]      # right replies, then wrong ones
