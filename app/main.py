@@ -31,12 +31,20 @@ def build_app(lab) -> gr.Blocks:
         with gr.Tab("About"):
             tab_about.build(lab)
 
-        def latest_run():
-            runs = lab.runs()
-            active = [r for r in runs if r["status"] in ("running", "queued")]
-            return (active or runs or [{"run_id": None}])[0]["run_id"]
-        demo.load(latest_run, None, selected_run)  # after a reload, watch the active (or last) run
+        def on_load(request: gr.Request):
+            return opening_run(lab, request.query_params.get("run") if request else None)
+        demo.load(on_load, None, selected_run)  # after a reload, watch the active (or last) run
     return demo
+
+
+def opening_run(lab, wanted: str | None) -> str | None:
+    """The run the page opens on: the one a link names (`/?run=RUN_ID`) if it is stored, else the running
+    or queued one, else the newest."""
+    if wanted and lab.run(wanted.strip()):
+        return wanted.strip()
+    runs = lab.runs()
+    active = [r for r in runs if r["status"] in ("running", "queued")]
+    return (active or runs or [{"run_id": None}])[0]["run_id"]
 
 
 def main() -> None:

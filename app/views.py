@@ -146,9 +146,10 @@ def _compare_cell(row) -> str:
 def artifact_markdown(run: dict | None) -> str:
     """What a run left at its target vertex: kind, where its files are, its prompt text if it is one."""
     artifacts = (run or {}).get("artifacts") or []
+    link = f"[link to this run](/?run={run['run_id']})\n\n" if run else ""
     if not artifacts:
-        return "*This run made no artifact (e.g. best-of-N), or it did not finish.*"
-    parts = []
+        return link + "*This run made no artifact (e.g. best-of-N), or it did not finish.*"
+    parts = [link.strip()] if link else []
     for a in artifacts:
         data = dict(a.get("data") or {})
         text = data.pop("prompt_text", None)

@@ -1,6 +1,6 @@
 """Take the README's screenshot: serve the lab on its data dir, open it in Chromium, save a PNG.
 
-Usage: python bench/screenshot.py OUT.png [--data-dir DIR]  (the latest run in DIR is shown)
+Usage: python bench/screenshot.py OUT.png [--data-dir DIR] [--run RUN_ID]  (default: the latest run in DIR)
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
+    ap.add_argument("--run", help="open this run (the page's /?run=RUN_ID link)")
     args = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,7 +40,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
-            page.goto(url)
+            page.goto(url + (f"?run={args.run}" if args.run else ""))
             page.locator("#generations").wait_for(timeout=60_000)
             page.wait_for_timeout(5000)
             page.screenshot(path=args.out, full_page=True)

@@ -49,6 +49,20 @@ def _runs(lab) -> dict[str, str]:
     return {"cd": cd, "search": search, "bon": bon, "running": running}
 
 
+def test_the_page_opens_on_a_linked_run_else_the_running_one_else_the_newest(lab):
+    from app.main import opening_run
+    from app.views import artifact_markdown
+    assert opening_run(lab, None) is None                                               # an empty lab
+    ids = _runs(lab)
+    assert opening_run(lab, ids["cd"]) == ids["cd"]
+    assert opening_run(lab, "nosuchrun") == opening_run(lab, None) == ids["running"]
+    lab.store.mark_finished(ids["running"], "succeeded", {})
+    newest = lab.store.create_run("best-of-n", "bon", "pirate", {"method_config": {}})
+    lab.store.mark_finished(newest, "succeeded", {})
+    assert opening_run(lab, None) == newest
+    assert f"(/?run={ids['cd']})" in artifact_markdown(lab.run(ids["cd"]))
+
+
 def test_filters_and_sorting(lab):
     ids = _runs(lab)
     ordered = lambda **kw: [r["run_id"] for r in lab.runs(**kw)]
