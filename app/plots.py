@@ -85,7 +85,7 @@ def triangle(edges: list[dict], selected: str | None = None) -> go.Figure:
                                  marker=dict(size=70, color="#f2f2f2", line=dict(color="#333", width=2)),
                                  showlegend=False, hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[-0.2, 1.2])
-    fig.update_yaxes(visible=False, range=[-0.15, 1.0], scaleanchor="x")
+    fig.update_yaxes(visible=False, range=[-0.2, 1.08], scaleanchor="x")
     fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), template="plotly_white")
     return fig
 

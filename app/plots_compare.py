@@ -71,8 +71,10 @@ def frontier_figure(data: dict) -> go.Figure:
     runs as curves over their training steps, best-of-N as a dashed curve at its KL bound."""
     fig = go.Figure()
     curves = data.get("curves") or []
-    for c in curves:
-        fig.add_trace(_curve_trace(c))
+    seen: dict[str, int] = {}
+    for c in curves:                  # the n-th curve of an edge gets the n-th shade of the edge's colour
+        fig.add_trace(_curve_trace(c, seen.get(c["edge"], 0)))
+        seen[c["edge"]] = seen.get(c["edge"], 0) + 1
     on_a_curve = {c["run_id"] for c in curves}   # a curve ends at its run's final point: draw it once
     shown = set()
     for p in data.get("points") or []:
@@ -92,11 +94,24 @@ def frontier_figure(data: dict) -> go.Figure:
     return fig
 
 
-def _curve_trace(c: dict) -> go.Scatter:
-    bon = c["kind"] == "best-of-n"
+DASHES = {"best-of-n": "dash", "dpo": "dot"}   # by kind, then by method (RL: rloo solid, dpo dotted)
+
+
+def shade(hex_color: str, i: int) -> str:
+    """The i-th shade of a colour: i = 0 is the colour itself, later ones darker and lighter in turn."""
+    if i == 0:
+        return hex_color
+    r, g, b = (int(hex_color[k:k + 2], 16) for k in (1, 3, 5))
+    f = (0.55, 1.45, 0.35, 1.7)[(i - 1) % 4]
+    mix = (lambda v: round(v * f)) if f < 1 else (lambda v: round(v + (255 - v) * (f - 1)))
+    return "#" + "".join(f"{min(255, mix(v)):02x}" for v in (r, g, b))
+
+
+def _curve_trace(c: dict, i: int = 0) -> go.Scatter:
     return go.Scatter(x=c["kl"], y=c["reward"], mode="lines+markers+text" if c.get("text") else "lines+markers",
                       text=c.get("text") or None, textposition="bottom right", name=c["label"],
-                      line=dict(color=edge_color(c["edge"]), dash="dash" if bon else "solid", width=2),
+                      line=dict(color=shade(edge_color(c["edge"]), i),
+                                dash=DASHES.get(c["kind"], DASHES.get(c.get("method", ""), "solid")), width=2),
                       marker=dict(size=6), opacity=0.85,
                       hovertemplate=c["label"] + "<br>KL %{x:.2f} · reward %{y:.3f}<extra></extra>")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+LAYOUT = dict(height=360, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+LEGEND = dict(orientation="h", y=-0.3)
 
 
 SELECTORS = (("oracle", "oracle (the golden metric)", "#2ca02c", "dash"), ("orm", "learned reward", "#d62728", "solid"),
@@ -25,7 +26,7 @@ def orm_bon_curve(metrics: dict) -> go.Figure:
                                  name="no selection (N = 1)", line=dict(color="#7f7f7f", dash="dot")))
     fig.update_xaxes(type="log", title="N", tickvals=ns)
     fig.update_layout(title="best-of-N: learned reward vs confidence vs oracle", yaxis_title="held-out reward",
-                      legend=dict(orientation="h", y=-0.25), **LAYOUT)
+                      legend=LEGEND, **LAYOUT)
     return fig
 
 
@@ -33,12 +34,16 @@ def score_histogram(samples: list[dict], metrics: dict) -> go.Figure:
     """The ORM's reward r_ω (the logit) on held-out replies, right and wrong ones overlaid."""
     threshold = metrics.get("threshold", 0.5)
     rows = [r for r in samples if r.get("derived") is not None and r.get("reward") is not None]
+    scores = [r["derived"] for r in rows] or [0.0]
+    lo, hi = min(scores), max(scores)
+    bins = dict(start=lo, end=hi + 1e-9, size=((hi - lo) or 1.0) / 30)   # the same bins for both classes
     fig = go.Figure()
     for name, right, color in (("right (E = 1)", True, "#2ca02c"), ("wrong (E = 0)", False, "#d62728")):
         xs = [r["derived"] for r in rows if (r["reward"] >= threshold) == right]
-        fig.add_trace(go.Histogram(x=xs, name=f"{name}, {len(xs)}", opacity=0.6, marker_color=color, nbinsx=30))
+        fig.add_trace(go.Histogram(x=xs, name=f"{name}, {len(xs)} replies", opacity=0.6, marker_color=color,
+                                   histnorm="percent", xbins=bins))
     auc = metrics.get("auc")
-    fig.update_layout(barmode="overlay", xaxis_title="r_ω(x, y) (logit)", yaxis_title="replies",
+    fig.update_layout(barmode="overlay", xaxis_title="r_ω(x, y) (logit)", yaxis_title="% of the class",
                       title="ORM score of held-out replies" + (f" · AUC {auc:.2f}" if isinstance(auc, float) else ""),
-                      legend=dict(orientation="h", y=-0.25), **LAYOUT)
+                      legend=LEGEND, **LAYOUT)
     return fig

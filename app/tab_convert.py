@@ -29,8 +29,14 @@ def _scenario_markdown(data: dict) -> str:
     return (f"**{data['name']}** — {data.get('description', '')}\n\n"
             f"prompt z:\n```text\n{data['prompt']}\n```\n"
             f"contrastive z−:\n```text\n{data.get('negative_prompt') or '—'}\n```\n"
-            f"reward: `{json.dumps(data['reward'])}` · inputs: {len(data['train_inputs'])} train, "
+            f"reward: `{_reward_text(data['reward'])}` · inputs: {len(data['train_inputs'])} train, "
             f"{len(data['heldout_inputs'])} held-out")
+
+
+def _reward_text(spec: dict) -> str:
+    """A reward spec in one line; per-input data (golden answers) is counted, not listed."""
+    short = {k: (f"… {len(v)} entries" if isinstance(v, dict) and len(v) > 6 else v) for k, v in spec.items()}
+    return json.dumps(short, ensure_ascii=False)
 
 
 def build(lab, selected_run: gr.State) -> None:
@@ -59,6 +65,8 @@ def build(lab, selected_run: gr.State) -> None:
         if not available or not method_name:
             gr.Markdown("*This edge is not built yet.*")
             return
+        if method_name not in {m["method"] for m in lab.task_methods(edge_name)}:
+            return   # the edge changed and its method list follows in the next update
         fields = lab.task_fields(edge_name, method_name)
         inputs = []
         with gr.Accordion("Settings", open=True):
@@ -116,15 +124,27 @@ def build(lab, selected_run: gr.State) -> None:
         except LabInputError as e:
             return f"<span style='color:#d62728'>**Bad scenario file:** {e}</span>"
 
-    def on_edge(edge_name):
+    def on_edge(edge_name, wanted_method):
         e = next(e for e in lab.tasks() if e["edge"] == edge_name)
         fig = plots.triangle(lab.edges(), edge_name)
         if not e["available"]:
             return fig, gr.update(choices=[], value=None), "", \
-                f"**{e['title']}** ({e['section']}) — not built yet in this version of the lab."
+                f"**{e['title']}** ({e['section']}) — not built yet in this version of the lab.", None
         methods = [m["method"] for m in lab.task_methods(edge_name)]
-        return fig, gr.update(choices=methods, value=methods[0]), _equation(lab, edge_name, methods[0]), \
-            f"**{e['title']}** ({e['section']})"
+        chosen = wanted_method if wanted_method in methods else methods[0]
+        return fig, gr.update(choices=methods, value=chosen), _equation(lab, edge_name, chosen), \
+            f"**{e['title']}** ({e['section']})", None
+
+    def follow_run(run_id, current_edge, current_scenario):
+        """Opening a run (History, a link, a reload) points scenario, edge and method at the ones that made it."""
+        run = lab.run(run_id) if run_id else None
+        if run is None or run["edge"] not in {e["edge"] for e in lab.tasks()}:
+            return gr.skip(), gr.skip(), gr.skip(), None
+        scen = run["scenario"] if run["scenario"] in lab.scenarios() and run["scenario"] != current_scenario \
+            else gr.skip()
+        if run["edge"] == current_edge:
+            return scen, gr.skip(), gr.update(value=run["method"]), None
+        return scen, run["edge"], gr.skip(), run["method"]   # on_edge takes the method once the edge has changed
 
     def on_method(edge_name, method_name):
         return _equation(lab, edge_name, method_name) if method_name else ""
@@ -158,7 +178,9 @@ def build(lab, selected_run: gr.State) -> None:
 
     scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
     upload.change(on_upload, upload, scenario_info)
-    edge.change(on_edge, edge, [triangle, method, equation, edge_note])
+    wanted_method = gr.State(None)
+    edge.change(on_edge, [edge, wanted_method], [triangle, method, equation, edge_note, wanted_method])
+    selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method])
     method.change(on_method, [edge, method], equation)
     cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
                      selected_run, status)

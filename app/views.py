@@ -59,10 +59,15 @@ def metrics_markdown(run: dict | None) -> str:
     m = run.get("metrics") or {}
     if not m:
         return ""
-    rows = "\n".join(f"| `{k}` | {metric_text(v)} |" for k, v in m.items() if k != "hops")
+    rows = "\n".join(f"| `{k}` | {metric_text(v)} |" for k, v in m.items() if not _is_table(v))
     dur = f" in {run['duration_s']:.0f} s" if run.get("duration_s") else ""
     return (f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
             + hops_markdown(m.get("hops")) + found_prompt_markdown(run))
+
+
+def _is_table(value) -> bool:
+    """Lists of records (hops, best-of-N rows): drawn as their own table or chart, not squeezed into a cell."""
+    return isinstance(value, list) and any(isinstance(v, dict) for v in value)
 
 
 def metric_text(value) -> str:

@@ -294,7 +294,8 @@ def _rl_frontier(run: dict, points_of) -> dict | None:
             steps.setdefault(p["step"], {})[p["name"]] = p["value"]
         curve = [(v["kl_to_base_seq"], v["reward"]) for _, v in sorted(steps.items())
                  if "kl_to_base_seq" in v and "reward" in v] + [(m["kl_to_base_seq"], reward)]
-        out["curves"].append({"label": label, "edge": run["edge"], "kind": "rl", "run_id": run["run_id"],
+        out["curves"].append({"label": label, "edge": run["edge"], "kind": "rl", "method": run["method"],
+                              "run_id": run["run_id"],
                               "kl": [c[0] for c in curve], "reward": [c[1] for c in curve], "text": []})
     return out
 

@@ -45,7 +45,8 @@ class OutcomeRMConfig:
                        choices=("mean+last", "reply-mean", "last"))
     head_steps: int = opt(300, "Full-batch Adam steps on the linear head.", 1, 10000)
     head_lr: float = opt(1e-2, "Learning rate of the head.", 1e-5, 1.0)
-    head_l2: float = opt(1.0, "L2 penalty l2·‖w‖² on the head (a few hundred replies, 576 features: strong).",
+    head_l2: float = opt(1.0, "L2 penalty l2·‖w‖² on the head (a few hundred replies, up to 1152 features: "
+                                    "strong).",
                          0.0, 100.0)
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 100000)
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 100000)

@@ -160,3 +160,15 @@ def test_bad_references_are_refused_before_sampling(lab):
         lab.compare("sentiment", ["prompt"], overrides={"n_inputs": 0})
     with pytest.raises(LabInputError, match="at most 8"):
         lab.compare("sentiment", [f"scenario:{i}" for i in range(9)])
+
+
+def test_frontier_curves_of_one_edge_get_distinct_shades_and_dpo_is_dotted():
+    curve = lambda run_id, method: {"label": f"RL {method} · {run_id}", "edge": "reward->parameter", "kind": "rl",
+                                    "method": method, "run_id": run_id, "kl": [0.0, 1.0], "reward": [0.4, 0.8],
+                                    "text": []}
+    fig = plots_compare.frontier_figure({"points": [], "curves": [curve("a", "rloo"), curve("b", "dpo"),
+                                                                  curve("c", "rloo")]})
+    colors = [t.line.color for t in fig.data]
+    assert len(set(colors)) == 3 and colors[0] == plots_compare.edge_color("reward->parameter")
+    assert [t.line.dash for t in fig.data] == ["solid", "dot", "solid"]
+    assert plots_compare.shade("#808080", 1) == "#464646" and plots_compare.shade("#808080", 2) == "#b9b9b9"
