@@ -79,10 +79,11 @@ class ModelHost:
         with self.lock:
             if name in self.adapters:
                 self.delete_adapter(name)
-            if self.peft is None:
-                self.model = get_peft_model(self.model, lora_config, adapter_name=name)
-            else:
-                self.model.add_adapter(name, lora_config)
+            with self._trainable_kept():
+                if self.peft is None:
+                    self.model = get_peft_model(self.model, lora_config, adapter_name=name)
+                else:
+                    self.model.add_adapter(name, lora_config)
             self.adapters[name] = {"path": None}
             for p in self.trainable_parameters(name):  # trainable whichever adapter peft left active
                 p.requires_grad_(True)
@@ -93,12 +94,15 @@ class ModelHost:
         with self.lock:
             if name in self.adapters:
                 return
-            if self.peft is None:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
-                                                       is_trainable=False)
-            else:
-                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            with self._trainable_kept():
+                if self.peft is None:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                           is_trainable=False)
+                else:
+                    self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             self.adapters[name] = {"path": str(path)}
+            for p in self.trainable_parameters(name):
+                p.requires_grad_(False)
 
     def save_adapter(self, name: str, path: str | Path) -> Path:
         path = Path(path)
@@ -114,10 +118,11 @@ class ModelHost:
                 if len(self.peft.peft_config) == 1:
                     self.model = self.peft.unload()  # back to the bare base model
                 else:
-                    if self.peft.active_adapter == name:
-                        other = next(a for a in self.peft.peft_config if a != name)
-                        self.peft.set_adapter(other)
-                    self.peft.delete_adapter(name)
+                    with self._trainable_kept():
+                        if self.peft.active_adapter == name:
+                            other = next(a for a in self.peft.peft_config if a != name)
+                            self.peft.set_adapter(other)
+                        self.peft.delete_adapter(name)
             self.adapters.pop(name, None)
 
     def trainable_parameters(self, name: str) -> list[torch.nn.Parameter]:
@@ -129,18 +134,27 @@ class ModelHost:
         with self.lock:
             if policy.adapter is None:
                 ctx = self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()
-                with ctx:
+                with self._trainable_kept(), ctx:   # re-enabling adapters on exit calls set_adapter too
                     yield self.model
                 return
             if policy.adapter not in self.adapters:
                 raise KeyError(f"adapter {policy.adapter!r} is not loaded")
-            # peft's set_adapter makes the active adapter trainable and freezes the others; which adapters train
-            # is the training code's choice (add_lora / load_adapter), so switching must not change it
-            flags = [(p, p.requires_grad) for n, p in self.model.named_parameters() if "lora_" in n]
-            self.peft.set_adapter(policy.adapter)
+            with self._trainable_kept():
+                self.peft.set_adapter(policy.adapter)
+            yield self.model
+
+    @contextlib.contextmanager
+    def _trainable_kept(self):
+        """peft's set_adapter (also inside add/load/delete and on leaving disable_adapter) makes the active
+        adapter trainable and freezes every other one. Which adapters train is decided once, by add_lora
+        (trainable) and load_adapter (frozen); switching, loading or deleting another adapter, or running the
+        base with adapters off, must not change it."""
+        flags = [(p, p.requires_grad) for n, p in self.model.named_parameters() if "lora_" in n]
+        try:
+            yield
+        finally:
             for p, trainable in flags:
                 p.requires_grad_(trainable)
-            yield self.model
 
     # ---------- soft prompts ----------
     # A soft prompt is n learned vectors that sit in the system turn in place of the neutral text (before z

@@ -163,7 +163,9 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
         "auc_confidence": auc(confidence, right),
         "pair_accuracy_confidence": pair_accuracy(confidence, held.rewards, held.inputs)[0],
         "train_auc": auc(train_scores, labels.tolist()),
-        "accuracy": sum(float((s > 0) == bool(r)) for s, r in zip(scores, right)) / len(right),
+        # σ(logit) > 1/2 is a classifier only for Eq. 8; Eq. 4 fixes differences, not where 0 lies
+        "accuracy": (sum(float((s > 0) == bool(r)) for s, r in zip(scores, right)) / len(right)
+                     if method == "outcome" else None),
         "positive_rate_train": n_right / len(labels),
         "positive_rate": sum(right) / len(right),
         "bon": curves,

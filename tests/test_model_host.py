@@ -50,18 +50,21 @@ def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):
     assert sum(p.numel() for p in host.model.parameters()) == n_before
 
 
-def test_switching_adapters_keeps_which_ones_train(host, tmp_path):
+def test_switching_loading_and_deleting_adapters_keeps_which_ones_train(host, tmp_path):
     host.add_lora("t-frozen", lora_config(4, 8, "q_proj,v_proj"))
     saved = host.save_adapter("t-frozen", tmp_path)
     host.delete_adapter("t-frozen")
-    host.load_adapter("t-frozen", saved)
     host.add_lora("t-train", lora_config(4, 8, "q_proj,v_proj"))
+    host.load_adapter("t-frozen", saved)            # e.g. a reward built from another run, mid-training
+    host.add_lora("t-other", lora_config(4, 8, "q_proj,v_proj"))
+    host.delete_adapter("t-other")
+    trains = lambda name: {p.requires_grad for p in host.trainable_parameters(name)}
     try:
         x, y = ["Hi"], [host.reply_ids("Hello there.")]
-        for policy in (with_adapter("t-frozen"), with_adapter("t-train"), with_adapter("t-frozen")):
+        assert trains("t-train") == {True} and trains("t-frozen") == {False}
+        for policy in (with_adapter("t-frozen"), BASE, with_adapter("t-train"), with_adapter("t-frozen"), BASE):
             host.sequence_logprobs(policy, x, y)
-            assert all(p.requires_grad for p in host.trainable_parameters("t-train"))
-            assert not any(p.requires_grad for p in host.trainable_parameters("t-frozen"))
+            assert trains("t-train") == {True} and trains("t-frozen") == {False}
     finally:
         host.delete_adapter("t-train")
         host.delete_adapter("t-frozen")
