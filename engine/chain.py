@@ -191,7 +191,14 @@ def create_chain_run(store, request: ChainRequest) -> str:
 
 def execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading.Event | None = None) -> None:
     """Run every hop as a child run of `parent_id`, measuring after each; the parent ends succeeded, failed
-    or cancelled (then with its own points and samples removed; finished hops stay, as complete runs)."""
+    or cancelled (then with its own points and samples removed; finished hops stay, as complete runs).
+
+    The chain holds the job runner's turn for all its hops: runs submitted meanwhile wait in the queue."""
+    with lab.jobs.exclusive:
+        _execute_chain(lab, request, parent_id, cancel)
+
+
+def _execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading.Event | None) -> None:
     store = lab.store
     store.mark_started(parent_id, owner=OWNER)
     try:

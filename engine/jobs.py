@@ -79,6 +79,9 @@ class JobRunner:
         self._cancel: dict[str, threading.Event] = {}
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        # one run on the model at a time: the queue's worker, a CLI run and a chain's hops all hold it (a chain
+        # for all its hops, so a run submitted meanwhile stays queued until the chain ends); reentrant for that
+        self.exclusive = threading.RLock()
         store.mark_interrupted(is_alive=owner_alive)
 
     @property
@@ -126,7 +129,9 @@ class JobRunner:
 
     def wait_idle(self, timeout: float = 600) -> None:
         t0 = time.time()
-        while (not self._queue.empty() or self.store.runs_with_status("running")) and time.time() - t0 < timeout:
+        # a run the worker has taken off the queue can still be waiting for its turn (status queued)
+        while (not self._queue.empty() or self.store.runs_with_status("running", "queued")) \
+                and time.time() - t0 < timeout:
             time.sleep(0.2)
 
     # ---------- one run, in this thread ----------
@@ -137,6 +142,10 @@ class JobRunner:
         return run_id
 
     def execute(self, run_id: str) -> None:
+        with self.exclusive:
+            self._execute(run_id)
+
+    def _execute(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         cfg = run["config"]
         out_dir = self.settings.artifacts_dir / run_id

@@ -161,3 +161,14 @@ def test_a_failing_hop_fails_the_chain_and_leaves_no_partial_parent_outputs(lab,
     assert lab.samples(parent_id) == [] and lab.points(parent_id) == []
     [child] = lab.store.children(parent_id)
     assert child["status"] == "failed" and lab.samples(child["run_id"]) == []
+
+
+def test_a_run_submitted_during_a_chain_waits_its_turn(lab):
+    import time
+    request = lab.prepare_task("best-of-n", "bon", "sentiment", {"n": "1", "n_heldout": 1, "max_new_tokens": 4})
+    with lab.jobs.exclusive:          # what a chain holds for all its hops
+        run_id = lab.submit(request)
+        time.sleep(1.0)
+        assert lab.run(run_id)["status"] == "queued"
+    lab.jobs.wait_idle(120)
+    assert lab.run(run_id)["status"] == "succeeded"
