@@ -43,6 +43,9 @@ class OutcomeRMConfig:
     pooling: str = opt("mean+last", "Features of a reply from π0's last hidden states: `mean+last` (averaged "
                                     "over the reply, and at its last token), `reply-mean` or `last`.",
                        choices=("mean+last", "reply-mean", "last"))
+    context: str = opt("neutral", "What the head's π0 reads before the reply: `neutral` (the neutral system "
+                                  "message and x) or `policy` (the policy's own prompt z and x, as it answered).",
+                       choices=("neutral", "policy"))
     head_steps: int = opt(300, "Full-batch Adam steps on the linear head.", 1, 10000)
     head_lr: float = opt(1e-2, "Learning rate of the head.", 1e-5, 1.0)
     head_l2: float = opt(1.0, "L2 penalty l2·‖w‖² on the head (a few hundred replies, up to 1152 features: "
@@ -122,7 +125,8 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
                          f"{config.threshold:g}: an outcome reward model needs both; change the threshold, "
                          "the policy or samples_per_input")
     progress(0.3, "features of the train replies")
-    feats = rm.pooled_features(host, data.inputs, data.token_ids, pooling=config.pooling,
+    system = policy.system if config.context == "policy" else None
+    feats = rm.pooled_features(host, data.inputs, data.token_ids, pooling=config.pooling, system=system,
                                on_batch=lambda i, k: progress(0.3 + 0.1 * i / k, "pooled hidden states"))
 
     def on_step(step, loss):
@@ -147,7 +151,7 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
                             on_batch=lambda i, k: progress(0.5 + 0.35 * i / k, "sampling held-out replies"))
     progress(0.85, "scoring held-out replies with the reward model")
     spec = {"kind": "outcome", "objective": method, "head": str(path), "pooling": config.pooling,
-            "threshold": config.threshold,
+            "context_system": system, "threshold": config.threshold,
             "trained_on": f"replies of {policy.label} ({config.policy})"}
     scores = build_model_reward(spec, host)(held.inputs, held.outputs)  # what is stored is what is measured
     progress(0.92, "the policy's own confidence in each held-out reply (the baseline)")

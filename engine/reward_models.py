@@ -154,12 +154,14 @@ def pool_hidden(h: torch.Tensor, reply: torch.Tensor, pooling: str = "reply-mean
 
 @torch.no_grad()
 def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: int = BATCH,
-                    on_batch=None, pooling: str = "reply-mean") -> torch.Tensor:
-    """(N, H) features of π0's last hidden states over each reply's tokens (chat with the neutral system
-    message, right padding; `pool_hidden` says how). Computed once, without gradients: the base stays frozen."""
+                    on_batch=None, pooling: str = "reply-mean", system: str | None = None) -> torch.Tensor:
+    """(N, H) features of π0's last hidden states over each reply's tokens (right padding; `pool_hidden` says
+    how), reading the chat with the system message `system` (None: the neutral one). Computed once, without
+    gradients: the base stays frozen."""
     feats = []
+    context = prompted(system) if system else BASE
     for b in range(0, len(xs), batch_size):
-        prefixes = [host.prefix_ids(BASE, x) for x in xs[b:b + batch_size]]
+        prefixes = [host.prefix_ids(context, x) for x in xs[b:b + batch_size]]
         ys = ys_ids[b:b + batch_size]
         L = max(len(p) + len(y) for p, y in zip(prefixes, ys))
         ids = torch.full((len(ys), L), host.pad_id, dtype=torch.long)
@@ -263,7 +265,9 @@ def head_reward(spec: dict, host) -> Reward:
 
     @torch.no_grad()
     def reward(inputs: list[str], outputs: list[str]) -> list[float]:
-        return head(pooled_features(host, inputs, [host.reply_ids(y) for y in outputs], pooling=pooling)).tolist()
+        feats = pooled_features(host, inputs, [host.reply_ids(y) for y in outputs], pooling=pooling,
+                                system=spec.get("context_system"))
+        return head(feats).tolist()
     return reward
 
 

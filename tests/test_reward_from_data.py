@@ -93,11 +93,12 @@ def test_reward_model_run_then_best_of_n_with_its_reward(cli):
             "--set", "n_heldout=2", "--set", "max_new_tokens=16", "--json")
     assert b.returncode == 0, b.stderr
     assert [r["n"] for r in json.loads(b.stdout)["results"]] == [1, 2]
-    p = cli("reward-model", "--scenario", "arithmetic", "--method", "pairwise",
+    p = cli("reward-model", "--scenario", "arithmetic", "--method", "pairwise", "--set", "context=policy",
             *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")], "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["method"] == "pairwise" and out["artifact"]["data"]["objective"] == "pairwise"
+    assert out["artifact"]["data"]["context_system"].startswith("Solve the math problem")   # read as z was
     assert [c["n"] for c in out["metrics"]["bon"]] == [1, 2, 4]
 
 
