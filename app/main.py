@@ -19,7 +19,8 @@ CSS = (".lab-progress {width: 100%; min-width: 300px}"
 def build_app(lab) -> gr.Blocks:
     with gr.Blocks(title="Triangle Lab") as demo:
         gr.Markdown("# Triangle Lab\nPrompt ⇄ parameter ⇄ reward: convert one way of adapting a language "
-                    f"model into another and measure what survives. Model: `{lab.settings.model}`.")
+                    "model into another and measure what survives.")
+        host_line = gr.Markdown(f"Model: `{lab.settings.model}` · loading…", elem_id="host-line")
         selected_run = gr.State(None)
         with gr.Tab("Convert"):
             tab_convert.build(lab, selected_run)
@@ -32,9 +33,25 @@ def build_app(lab) -> gr.Blocks:
             tab_about.build(lab)
 
         def on_load(request: gr.Request):
-            return opening_run(lab, request.query_params.get("run") if request else None)
-        demo.load(on_load, None, selected_run)  # after a reload, watch the active (or last) run
+            return opening_run(lab, request.query_params.get("run") if request else None), host_text(lab)
+        demo.load(on_load, None, [selected_run, host_line])  # after a reload, watch the active (or last) run
     return demo
+
+
+def host_text(lab) -> str:
+    """The line under the title: which model runs, on what, in which precision (and why)."""
+    try:
+        info = lab.host_info()
+    except Exception as e:  # the page still opens: History and finished runs need no model
+        return f"⚠️ Model `{lab.settings.model}` could not be loaded: {e}"
+    c = info["choice"]
+    if c["reason"] in ("measured", "cached"):   # a losing bf16 pass stops early: its time is a lower bound
+        timing = f"matmuls fp32 {c['fp32_ms']:g} ms vs bf16 {'≥ ' if c['precision'] == 'fp32' else ''}{c['bf16_ms']:g} ms"
+    why = {"measured": f"measured at start-up: {timing}" if c["reason"] == "measured" else "",
+           "cached": f"measured on this machine before: {timing}" if c["reason"] == "cached" else "",
+           "LAB_PRECISION": "set by LAB_PRECISION"}.get(c["reason"], c["reason"])
+    return (f"Model: `{info['model']}` ({info['parameters'] / 1e6:.0f} M parameters) · "
+            f"**{info['label']}** ({why}) · {info['threads']} threads")
 
 
 def opening_run(lab, wanted: str | None) -> str | None:

@@ -2,8 +2,8 @@
 8 train inputs × k = 4 samples, ≤ 40 new tokens, temperature 1, LoRA r8/α16 on q/k/v/o, β = 0.05 KL to the
 base (both use the adapter-disabled model as π0, no second copy), the VADER reward, AdamW.
 
-Prints seconds per step (mean of the steps after the first) for: the lab in its default bf16, the lab in
-fp32, and TRL (fp32 on CPU), with the ratios. Needs `trl` (bench/requirements-bench.txt; `make bench`).
+Prints seconds per step (mean of the steps after the first) for: the lab in fp32 and in bf16 (the host's
+start-up choice marked "auto"), and TRL (fp32 on CPU), with the ratios. Needs `trl` (bench/requirements-bench.txt; `make bench`).
 
 Usage: python bench/bench_rl_step.py [--steps 3]
 """
@@ -32,13 +32,15 @@ from engine.settings import load_settings  # noqa: E402
 K, BATCH, TOKENS, BETA, LR = 4, 8, 40, 0.05, 2e-3
 
 
-def lab_seconds_per_step(steps: int, bf16: bool) -> float:
-    from engine.model_host import ModelHost
-    s = load_settings()
-    host = ModelHost(s.model, s.model_cache_dir, threads=s.threads)
+def lab_seconds_per_step(host, steps: int, precision: str) -> float:
+    with host.run_precision(precision):
+        return _lab_steps(host, steps, precision)
+
+
+def _lab_steps(host, steps: int, precision: str) -> float:
     sc = load_scenario("sentiment")
     reward = sc.reward()
-    config = RLConfig(k=K, batch_size=BATCH, beta=BETA, lr=LR, max_new_tokens=TOKENS, bf16=bf16)
+    config = RLConfig(k=K, batch_size=BATCH, beta=BETA, lr=LR, max_new_tokens=TOKENS, precision=precision)
     torch.manual_seed(0)
     host.add_lora("bench", lora_config(8, 16.0, "q_proj,k_proj,v_proj,o_proj"))
     policy = with_adapter("bench")
@@ -52,7 +54,8 @@ def lab_seconds_per_step(steps: int, bf16: bool) -> float:
         batch = sample_and_score(host, policy, xs, reward, K, TOKENS, 1.0, seed=step)
         STEP["rloo"](config, host, policy, batch, opt, params)
         times.append(time.perf_counter() - t0)
-        print(f"  lab ({'bf16' if bf16 else 'fp32'}) step {step + 1}: {times[-1]:.1f} s", flush=True)
+        print(f"  lab ({precision}) step {step + 1}: {times[-1]:.1f} s", flush=True)
+    host.delete_adapter("bench")
     return sum(times[1:]) / max(len(times) - 1, 1)
 
 
@@ -103,13 +106,20 @@ def trl_seconds_per_step(steps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list of the lab's precisions to time")
     args = ap.parse_args()
     print(f"RL step: {BATCH} inputs × k={K}, ≤{TOKENS} tokens, LoRA r8 q/k/v/o, β={BETA}, {torch.get_num_threads()} threads")
-    lab_bf16 = lab_seconds_per_step(args.steps, bf16=True)
-    lab_fp32 = lab_seconds_per_step(args.steps, bf16=False)
+    from engine.model_host import ModelHost
+    s = load_settings()
+    host = ModelHost(s.model, s.model_cache_dir, threads=s.threads, device=s.device, precision=s.precision,
+                     precision_cache=s.data_dir / "precision.json")
+    auto = host.choice.precision
+    print(f"host: {host.describe()['label']} ({host.choice.reason})")
+    lab = {p: lab_seconds_per_step(host, args.steps, p) for p in args.precisions.split(",")}
     trl = trl_seconds_per_step(args.steps)
     print(f"\n| implementation | s/step | TRL / this |\n|---|---|---|")
-    for name, v in (("lab RLOO, bf16 (default)", lab_bf16), ("lab RLOO, fp32", lab_fp32), ("TRL GRPOTrainer, fp32", trl)):
+    rows = [(f"lab RLOO, {p}{' (auto)' if p == auto else ''}", v) for p, v in lab.items()]
+    for name, v in rows + [("TRL GRPOTrainer, fp32", trl)]:
         print(f"| {name} | {v:.1f} | ×{trl / v:.2f} |")
 
 

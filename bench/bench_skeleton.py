@@ -1,8 +1,8 @@
 """Benchmarks of the skeleton, each printed beside a baseline as a ratio (run: `make bench`).
 
   model load      cold (GGUF -> float32, what a first start pays)  vs  cached safetensors reload
-  generation      tok/s of the lab's KV-cached sampler (bf16 autocast) vs transformers' generate(), batch 1 and 8
-  LoRA step       one context-distillation step (bf16, reply-only logits) vs a plain float32 step
+  generation      tok/s of the lab's KV-cached sampler (host precision) vs transformers' generate(), batch 1 and 8
+  LoRA step       one context-distillation step (host precision, reply-only logits) vs a plain float32 step
   distillation    wall time of the default prompt->parameter run vs the 6-minute budget
 
 Use --quick to skip the full distillation run.
@@ -10,6 +10,7 @@ Use --quick to skip the full distillation run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -65,16 +66,17 @@ def bench_generation(host: ModelHost, inputs: list[str], new_tokens: int = 48) -
                                       top_k=None, pad_token_id=host.pad_id, eos_token_id=host.eos_id)
         dt = time.perf_counter() - t0
         n = sum(len(r[:r.index(host.eos_id) + 1]) if host.eos_id in r else len(r) for r in out[:, ids.shape[1]:].tolist())
-        report(f"generation batch {bs}", ours, n / dt, "tok/s", "KV loop, bf16", "HF generate(), fp32", True)
+        report(f"generation batch {bs}", ours, n / dt, "tok/s", f"KV loop, {host.precision}", "HF generate(), fp32", True)
 
 
-def _step(host, xs, ys, teacher_tables, bf16: bool, trim: bool) -> float:
+def _step(host, xs, ys, teacher_tables, fast: bool, trim: bool) -> float:
+    """One step; `fast` in the host's precision (the lab's way), else plain float32."""
     from engine.evaluation import pad_tables
     from engine.losses import context_distillation_kl_loss
     params = host.trainable_parameters("bench")
     opt = torch.optim.AdamW(params, lr=1e-4)
     t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with host.autocast() if fast else contextlib.nullcontext():
         if trim:
             logits, _, mask = host.batch_logits(with_adapter("bench"), xs, ys, grad=True)
         else:  # the plain way: full logits over prompt and reply, then pick the reply positions
@@ -116,7 +118,7 @@ def bench_lora_step(host: ModelHost, inputs: list[str], z: str) -> None:
     base = min(_step(host, xs, ys, tables, False, False) for _ in range(3))
     host.model.eval()
     host.delete_adapter("bench")
-    report("LoRA step (8 replies)", ours, base, "s", "bf16, reply-only logits", "fp32, full logits", False)
+    report("LoRA step (8 replies)", ours, base, "s", f"{host.precision}, reply-only logits", "fp32, full logits", False)
 
 
 def bench_distillation() -> None:

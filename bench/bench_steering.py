@@ -5,7 +5,7 @@ Same inputs, same seed, same batch: π1 alone (plain), π2 with one batched forw
 π1 a different prompt, π0 the base: three distinct policies, the proxy-tuning shape. Prints tokens/s, the
 ratios, and whether the batched and naive loops chose the same tokens (in fp32, where both are exact).
 
-Usage: python bench/bench_steering.py [--adapter PATH] [--inputs 32] [--tokens 40]
+Usage: python bench/bench_steering.py [--adapter PATH] [--inputs 32] [--tokens 40] [--precisions fp32,bf16]
 (without --adapter a LoRA with random weights stands in for π*: speed does not depend on what it learned)
 """
 from __future__ import annotations
@@ -55,21 +55,26 @@ def main() -> None:
     ap.add_argument("--adapter")
     ap.add_argument("--inputs", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=40)
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list; the host's auto choice is marked")
     args = ap.parse_args()
     s = load_settings()
-    host = ModelHost(s.model, s.model_cache_dir, threads=s.threads)
+    host = ModelHost(s.model, s.model_cache_dir, threads=s.threads, device=s.device, precision=s.precision,
+                     precision_cache=s.data_dir / "precision.json")
     xs = load_scenario("sentiment").heldout_inputs[:args.inputs]
     steer = Steer(pi1=prompted(load_scenario("concise").prompt, "concise"), star=star_adapter(host, args.adapter),
                   zero=BASE, w=1.0)
-    print(f"{len(xs)} inputs × 1 sample, ≤{args.tokens} tokens, batch 32, {torch.get_num_threads()} threads")
+    print(f"{len(xs)} inputs × 1 sample, ≤{args.tokens} tokens, batch 32, {torch.get_num_threads()} threads, "
+          f"host: {host.describe()['label']} ({host.choice.reason})")
     rows = []
-    for bf16 in (True, False):
-        kw = dict(n_samples=1, max_new_tokens=args.tokens, temperature=0.7, seed=0, batch_size=32, bf16=bf16)
-        _, plain = timed(host.generate, steer.pi1, xs, **kw)
-        fast, batched = timed(steered_generate, host, steer, xs, **kw)
-        slow, naive = timed(steered_generate_sequential, host, steer, xs, **kw)
+    for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        kw = dict(n_samples=1, max_new_tokens=args.tokens, temperature=0.7, seed=0, batch_size=32)
+        with host.run_precision(precision):
+            _, plain = timed(host.generate, steer.pi1, xs, **kw)
+            fast, batched = timed(steered_generate, host, steer, xs, **kw)
+            slow, naive = timed(steered_generate_sequential, host, steer, xs, **kw)
         same = sum(a == b for a, b in zip(fast.token_ids, slow.token_ids)) / len(xs)
-        rows.append(("bf16" if bf16 else "fp32", plain, batched, naive, same))
+        auto = " (auto)" if precision == host.choice.precision else ""
+        rows.append((precision + auto, plain, batched, naive, same))
     print("\n| precision | plain π1 tok/s | steered, batched tok/s | steered, naive tok/s | batched/plain | "
           "batched/naive | same tokens as naive |\n|---|---|---|---|---|---|---|")
     for name, plain, batched, naive, same in rows:

@@ -17,7 +17,8 @@ from engine.settings import Settings, load_settings
 
 def _make_host(settings: Settings):
     from engine.model_host import ModelHost
-    return ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads)
+    return ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads, device=settings.device,
+                     precision=settings.precision, precision_cache=settings.data_dir / "precision.json")
 
 
 class Lab:
@@ -71,6 +72,10 @@ class Lab:
         if run is None:
             raise LabInputError(f"source_run: no run with id {run_id!r}; list runs with `python -m engine runs`")
         return run["config"]["scenario_data"]
+
+    def host_info(self) -> dict:
+        """The model host's model, device and precision (loads the model on first use)."""
+        return self.jobs.host.describe()
 
     def steer_preview(self, run_id: str, w: float, n_inputs: int = 4) -> list[dict]:
         """Regenerate a parameter->reward run's steered text at strength w (Eq. 7), beside plain π1."""

@@ -10,6 +10,7 @@
   export RUN_ID [RUN_ID ...] --format json|csv|samples-csv [--out PATH]
   delete RUN_ID
   edges --json
+  info --json            model, device and the precision chosen at start-up (with the micro-benchmark)
 
 Exit codes: 0 success, 2 bad input (message on stderr), 1 the run itself failed.
 """
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     e = sub.add_parser("edges", help="list edges, methods and their settings")
     e.add_argument("--json", action="store_true")
+    i = sub.add_parser("info", help="the model host: model, device, CPU capability and the chosen precision")
+    i.add_argument("--json", action="store_true")
     m = sub.add_parser("prepare-model", help="convert the model once to the safetensors cache and load it")
     m.add_argument("--json", action="store_true")
     return p
@@ -148,6 +151,8 @@ def _dispatch(args) -> int:
         n = sum(p.numel() for p in model.parameters())
         return _print({"model": settings.model, "parameters": n, "load_s": round(load_s, 2),
                        "total_s": round(time.perf_counter() - t0, 2)}, args.json)
+    if args.command == "info":
+        return _print(Lab().host_info(), args.json)
     if args.command == "edges":
         out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
                for e in Lab.edges()]

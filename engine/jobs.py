@@ -16,7 +16,7 @@ import traceback
 
 from engine.errors import LabInputError, RunCancelled
 from engine.references import check_references
-from engine.registry import EdgeSpec, MethodSpec, build_config, get_edge, get_method, get_task
+from engine.registry import EdgeSpec, MethodSpec, build_config, get_edge, get_method, get_task, restore_config
 from engine.run_types import RunContext
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.settings import Settings
@@ -154,12 +154,15 @@ class JobRunner:
         try:
             edge = get_task(run["edge"])
             spec = get_method(edge, run["method"])
-            config = spec.config_cls(**cfg["method_config"])
+            config = restore_config(spec, cfg["method_config"])
             scenario = parse_scenario(cfg["scenario_data"])
             out_dir.mkdir(parents=True, exist_ok=True)
-            ctx = RunContext(host=self.host, scenario=scenario, run_id=run_id, out_dir=out_dir,
+            host = self.host
+            ctx = RunContext(host=host, scenario=scenario, run_id=run_id, out_dir=out_dir,
                              on_progress=self._progress_fn(run_id, cancel), lookup=self.store.get_run)
-            result = spec.run(spec.name, config, ctx)
+            with host.run_precision(getattr(config, "precision", "auto")):
+                self.store.update_run(run_id, config=cfg | {"runtime": host.runtime()})   # what it ran on
+                result = spec.run(spec.name, config, ctx)
             self.store.add_samples(run_id, result.samples)
             a = result.artifact
             if a is not None:

@@ -14,6 +14,7 @@ reference reward of π*, π0 and π0 + z.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -29,7 +30,7 @@ from engine.policies import BASE, NEUTRAL_SYSTEM, Policy, prompted
 from engine.prompt_search import clean_prompt, propose_edits, propose_rewrites, trim_reply
 from engine.prompt_to_parameter import lr_at
 from engine.references import resolve_policy, stored_artifact
-from engine.run_types import Result, RunContext, opt
+from engine.run_types import Result, RunContext, opt, precision_opt
 from engine.settings import ASSETS_DIR
 
 EDGE = "parameter->prompt"
@@ -53,7 +54,7 @@ class FitConfig:
     eval_samples: int = opt(2, "Samples y ~ π* per held-out input for the KL (and of π0, π0 + z for rewards).",
                             1, 16)
     eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
-    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (the reported KL stays float32).")
+    precision: str = precision_opt()
     seed: int = opt(0, "Seed for sampling, batching and proposals.", 0, 2**31 - 1)
 
 
@@ -96,9 +97,10 @@ class Target:
     scored: Scored
     tables: list[torch.Tensor]   # (T_i, V) log π*(·|x, y<t) per reply
 
-    def kl(self, host, q: Policy, bf16: bool = False) -> float:
-        """KL(π* ‖ q) per token; bf16 autocast for a search's many scores (reported numbers stay float32)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    def kl(self, host, q: Policy, fast: bool = False) -> float:
+        """KL(π* ‖ q) per token; `fast` scores in the host's precision (a search's many scores), else float32
+        (reported numbers)."""
+        with host.autocast() if fast else contextlib.nullcontext():
             return kl_to_cached(host, self.tables, q, self.scored.inputs, self.scored.token_ids)
 
 
@@ -236,7 +238,7 @@ def _train_soft(config: SoftConfig, ctx: RunContext, soft: Policy, embeds: torch
 def _soft_loss(config: SoftConfig, host, soft: Policy, train: Target, idx: list[int]) -> torch.Tensor:
     xs = [train.scored.inputs[i] for i in idx]
     ys = [train.scored.token_ids[i] for i in idx]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+    with host.autocast():
         logits, targets, mask = host.batch_logits(soft, xs, ys, grad=True)
     star = None if config.objective == "imitation" else pad_tables([train.tables[i] for i in idx], logits.shape[1])
     return OBJECTIVES[config.objective](logits, targets, mask, star)
@@ -341,7 +343,7 @@ def _score_all(ctx: RunContext, config: DiscreteConfig, train: Target, pool: lis
             fresh.append((z, origin))
     lo, hi = span
     for i, (z, origin) in enumerate(fresh):
-        pool.append(Candidate(z, origin, r, train.kl(ctx.host, prompted(z), config.bf16)))
+        pool.append(Candidate(z, origin, r, train.kl(ctx.host, prompted(z), fast=True)))
         best = min(c.kl_train for c in pool)
         ctx.on_progress(lo + (hi - lo) * (i + 1) / len(fresh), f"scoring prompt {len(pool)} ({origin})",
                         step=len(pool), points={"kl_candidate": pool[-1].kl_train, "kl_train_best": best})

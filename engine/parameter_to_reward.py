@@ -28,7 +28,7 @@ from engine.references import policy_spec, resolve_policy
 from engine.reward_models import contrastive_token_table
 from engine.rewards import pair_accuracy
 from engine.rl_objectives import steered_logprobs
-from engine.run_types import Result, RunContext, opt
+from engine.run_types import Result, RunContext, opt, precision_opt
 from engine.steering import PRESETS, Steer, same_policy, apply_preset, steered_generate
 
 EDGE = "parameter->reward"
@@ -54,7 +54,7 @@ class LogRatioConfig:
     eval_temperature: float = opt(0.7, "Sampling temperature of all held-out generations.", 0.05, 2.0)
     max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     batch_size: int = opt(32, "Replies decoded together (steering runs 2–3 rows per reply).", 1, 256)
-    bf16: bool = opt(True, "bf16 autocast while decoding (rewards and KL stay float32).")
+    precision: str = precision_opt()
     seed: int = opt(0, "Seed shared by all policies (coupled sampling).", 0, 2**31 - 1)
 
 
@@ -139,7 +139,7 @@ def _timed_samples(host, which: str, xs, config, reward, steer: Steer, on_batch)
     """Samples of π0, π*, π1 (plain decoding) or π2 (steered), scored, and the decoding speed in tokens/s."""
     kw = dict(n_samples=config.eval_samples, max_new_tokens=config.max_new_tokens,
               temperature=config.eval_temperature, seed=config.seed + 1, batch_size=config.batch_size,
-              bf16=config.bf16, on_batch=on_batch)
+              on_batch=on_batch)
     t0 = time.perf_counter()
     if which == "π2":
         s = steered_generate(host, steer, xs, **kw)

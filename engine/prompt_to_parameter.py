@@ -19,7 +19,7 @@ from engine.evaluation import kl_to_cached, pad_tables, reply_logprobs, sample_a
 from engine.lora import lora_config, parse_targets
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.policies import BASE, Policy, prompted, with_adapter
-from engine.run_types import Result, RunContext, opt
+from engine.run_types import Result, RunContext, opt, precision_opt
 
 EDGE = "prompt->parameter"
 
@@ -40,7 +40,7 @@ class DistillConfig:
     eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
     eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
     eval_every: int = opt(10, "Steps between live held-out KL / reward points (0 = only at the end).", 0, 2000)
-    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
+    precision: str = precision_opt()
     seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
 
     def validate(self) -> None:
@@ -134,7 +134,7 @@ def _train(method, config, ctx, student: Policy, train, teacher_tables, eval_tab
         idx, order = order[:config.batch_size], order[config.batch_size:]
         for g in opt_.param_groups:
             g["lr"] = lr_at(step, config.steps, config.lr)
-        loss = _loss(method, host, student, train, teacher_tables, idx, config.bf16)
+        loss = _loss(method, host, student, train, teacher_tables, idx)
         opt_.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -150,10 +150,10 @@ def _train(method, config, ctx, student: Policy, train, teacher_tables, eval_tab
     host.model.eval()
 
 
-def _loss(method, host, student, train, teacher_tables, idx, bf16: bool) -> torch.Tensor:
+def _loss(method, host, student, train, teacher_tables, idx) -> torch.Tensor:
     xs = [train.inputs[i] for i in idx]
     ys = [train.token_ids[i] for i in idx]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with host.autocast():
         logits, targets, mask = host.batch_logits(student, xs, ys, grad=True)
     if method == "kl":
         teacher_logp = pad_tables([teacher_tables[i] for i in idx], logits.shape[1])

@@ -212,12 +212,29 @@ def config_fields(spec: MethodSpec) -> list[dict]:
     return out
 
 
+def upgrade_settings(values: dict, field_names) -> dict:
+    """Settings written by an older lab, in today's names. `bf16` (true/false) became `precision`: false is
+    fp32; true, the old default, means "the fast one", which `auto` now picks by measurement."""
+    values = dict(values)
+    if "bf16" in values and "bf16" not in field_names and "precision" in field_names:
+        old = values.pop("bf16")
+        off = old is False or str(old).strip().lower() in ("false", "0")
+        values.setdefault("precision", "fp32" if off else "auto")
+    return values
+
+
+def restore_config(spec: MethodSpec, stored: dict):
+    """A stored run's config (its `method_config`), readable whichever lab version wrote it."""
+    names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    return spec.config_cls(**{k: v for k, v in upgrade_settings(stored, names).items() if k in names})
+
+
 def build_config(spec: MethodSpec, overrides: dict[str, object]):
     """The method's config with defaults, then `overrides` (strings from the CLI or typed values),
     each checked for type and range; errors name the field and say what is allowed."""
     fields_ = {f["name"]: f for f in config_fields(spec)}
     values = {name: f["default"] for name, f in fields_.items()}
-    for key, raw in overrides.items():
+    for key, raw in upgrade_settings(overrides, fields_).items():
         if key not in fields_:
             raise LabInputError(f"{key}: unknown setting for {spec.name}; settings are {', '.join(fields_)}")
         values[key] = _coerce(fields_[key], raw)

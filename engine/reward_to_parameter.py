@@ -24,7 +24,7 @@ from engine.policies import BASE, Policy, with_adapter
 from engine.prompt_to_parameter import lr_at
 from engine.references import resolve_reward
 from engine.rl_objectives import dpo_loss, kl_shaped_reward, policy_gradient_loss, rloo_advantages
-from engine.run_types import Result, RunContext, opt
+from engine.run_types import Result, RunContext, opt, precision_opt
 
 EDGE = "reward->parameter"
 MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over the step's samples)
@@ -51,7 +51,7 @@ class RLConfig:
     eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
     eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
     eval_every: int = opt(5, "Steps between live held-out reward / KL points (0 = only at the end).", 0, 2000)
-    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards (metrics stay float32).")
+    precision: str = precision_opt()
     seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
 
     def validate(self) -> None:
@@ -142,11 +142,11 @@ def _train(method: str, config: RLConfig, ctx: RunContext, policy: Policy, rewar
     host.model.eval()
 
 
-def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool, bf16: bool) -> torch.Tensor:
+def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool) -> torch.Tensor:
     """(N,) log π(y|x) summed over reply tokens, in micro-batches."""
     out = []
     for b in range(0, len(xs), MICRO_BATCH):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with host.autocast():
             logits, targets, mask = host.batch_logits(policy, xs[b:b + MICRO_BATCH], ys[b:b + MICRO_BATCH], grad=grad)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         out.append((logp * mask).sum(-1))
@@ -156,9 +156,9 @@ def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], gra
 def _rloo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     r = torch.tensor(batch.rewards)
     with torch.no_grad():
-        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False, bf16=config.bf16)
+        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False)
     host.model.train()
-    logp = sequence_logps(host, policy, batch.inputs, batch.token_ids, grad=True, bf16=config.bf16)
+    logp = sequence_logps(host, policy, batch.inputs, batch.token_ids, grad=True)
     shaped = kl_shaped_reward(r, logp.detach(), logp_ref, config.beta)        # (B*k,)
     adv = rloo_advantages(shaped.view(-1, config.k)).flatten()
     loss = policy_gradient_loss(adv, logp)
@@ -174,9 +174,9 @@ def _dpo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     idx = [i for pair in pairs for i in pair]
     xs, ys = [batch.inputs[i] for i in idx], [batch.token_ids[i] for i in idx]
     with torch.no_grad():
-        ref = sequence_logps(host, BASE, xs, ys, grad=False, bf16=config.bf16)
+        ref = sequence_logps(host, BASE, xs, ys, grad=False)
     host.model.train()
-    logp = sequence_logps(host, policy, xs, ys, grad=True, bf16=config.bf16)
+    logp = sequence_logps(host, policy, xs, ys, grad=True)
     loss = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], config.beta)
     _apply(loss, opt_, host, params)
     return {"loss": loss.item(), "pairs": float(len(pairs))}

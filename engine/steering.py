@@ -78,23 +78,23 @@ def same_policy(a: Policy, b: Policy) -> bool:
 
 @torch.no_grad()
 def steered_generate(host, steer: Steer, inputs: list[str], n_samples: int = 1, max_new_tokens: int = 40,
-                     temperature: float = 1.0, seed: int = 0, batch_size: int = 32, bf16: bool = True,
+                     temperature: float = 1.0, seed: int = 0, batch_size: int = 32,
                      on_batch=None) -> Samples:
     """Sample from π2 (Eq. 7), one batched forward per step over all policies of all inputs."""
-    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16,
+    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size,
                      on_batch, _batched_step_fn)
 
 
 @torch.no_grad()
 def steered_generate_sequential(host, steer: Steer, inputs: list[str], n_samples: int = 1,
                                 max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
-                                batch_size: int = 32, bf16: bool = True, on_batch=None) -> Samples:
+                                batch_size: int = 32, on_batch=None) -> Samples:
     """The naive baseline: π1, π* and π0 run one after another at every step, each with its own cache."""
-    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16,
+    return _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size,
                      on_batch, _sequential_step_fn)
 
 
-def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, bf16, on_batch,
+def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed, batch_size, on_batch,
               make_step) -> Samples:
     flat = [x for x in inputs for _ in range(n_samples)]
     gen = torch.Generator().manual_seed(seed)
@@ -103,9 +103,9 @@ def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed,
     with host.lock:
         host.model.eval()   # peft refuses mixed-adapter batches in training mode (a fresh adapter is in it)
         for b in range(0, len(flat), batch_size):
-            step = make_step(host, steer, flat[b:b + batch_size], bf16)
+            step = make_step(host, steer, flat[b:b + batch_size])
             rows = _decode_loop(host, step, len(flat[b:b + batch_size]), steer.w, (i1, i_star, i0),
-                                max_new_tokens, temperature, gen, bf16)
+                                max_new_tokens, temperature, gen)
             for reply in rows:
                 ids.append(reply), texts.append(host.decode(reply))
                 n_new += len(reply)
@@ -115,12 +115,12 @@ def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed,
     return Samples(inputs=list(inputs), texts=shape(texts), token_ids=shape(ids), n_new_tokens=n_new)
 
 
-def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperature, gen, bf16) -> list[list[int]]:
+def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperature, gen) -> list[list[int]]:
     """The shared sampling loop: `step(tokens or None)` returns (G, P, V) next-token logits."""
     i1, i_star, i0 = slots
     done = torch.zeros(G, dtype=torch.bool)
     out_tokens = []
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with host.autocast():
         logits = step(None)
         for _ in range(max_new_tokens):
             logp = torch.log_softmax(logits.float(), -1)                           # (G, P, V)
@@ -136,7 +136,7 @@ def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperatur
     return [row[:row.index(host.eos_id) + 1] if host.eos_id in row else row for row in rows]
 
 
-def _batched_step_fn(host, steer: Steer, xs: list[str], bf16: bool):
+def _batched_step_fn(host, steer: Steer, xs: list[str]):
     """One forward per decoding step over all G×P rows (policy-major), adapters mixed per row.
 
     The prompts are prefilled per policy, each padded only to its own longest prefix, and the caches then
@@ -196,7 +196,7 @@ def _merge_caches(caches, L: int):
     return DynamicCache(ddp_cache_data=layers)
 
 
-def _sequential_step_fn(host, steer: Steer, xs: list[str], bf16: bool):
+def _sequential_step_fn(host, steer: Steer, xs: list[str]):
     """Naive: a separate batch (prefixes, cache, forward) per policy, run one after another."""
     def plain(policy):
         def forward(**kw):

@@ -68,6 +68,10 @@ def test_page_runs_a_tiny_distillation_and_shows_generations(server):
                       "best-of-N (a reward at decoding time)"):
             expect(page.get_by_text(label, exact=True)).to_be_visible()
         expect(page.get_by_text("not built yet")).to_have_count(0)
+        # the host says what it runs on, in the precision it chose at start-up (e.g. "CPU AVX2 · fp32")
+        import torch
+        expect(page.locator("#host-line")).to_contain_text(
+            f"CPU {torch.backends.cpu.get_cpu_capability()} · ", timeout=60_000)
         for name, value in {"steps": 2, "batch_size": 4, "n_train": 8, "n_heldout": 3, "eval_samples": 1,
                             "max_new_tokens": 10, "teacher_samples": 1, "eval_every": 1}.items():
             _set(page, name, value)

@@ -35,14 +35,14 @@ def test_one_update_raises_the_better_reply_over_the_worse(host, method):
     xs = ["Describe your morning.", "Describe your morning."]
     ys = [host.reply_ids("What a lovely bright morning!"), host.reply_ids("It was grey and dull.")]
     batch = Scored("trained", xs, ["", ""], ys, [1.0, 0.0], [0, 1])
-    config = RLConfig(k=2, beta=0.05, bf16=False)
+    config = RLConfig(k=2, beta=0.05)
     torch.manual_seed(0)
     host.add_lora("pg", lora_config(4, 8.0, "q_proj,v_proj"))
     try:
         policy = with_adapter("pg")
         params = host.trainable_parameters("pg")
         opt = torch.optim.SGD(params, lr=0.5)
-        margin = lambda: (lambda lp: float(lp[0] - lp[1]))(sequence_logps(host, policy, xs, ys, False, False))
+        margin = lambda: (lambda lp: float(lp[0] - lp[1]))(sequence_logps(host, policy, xs, ys, False))
         before = margin()
         for _ in range(2):  # LoRA's B starts at zero: the first step only moves B, the second reaches the output
             STEP[method](config, host, policy, batch, opt, params)
@@ -55,12 +55,13 @@ def test_one_update_raises_the_better_reply_over_the_worse(host, method):
 def test_batched_steering_equals_the_naive_loop_and_w0_is_plain_decoding(host, random_adapter):
     xs = ["Write one sentence about trains.", "Describe the ocean.", "What is a good breakfast?"]
     steer = Steer(pi1=prompted("Answer in five words or fewer."), star=random_adapter, zero=BASE, w=1.5)
-    kw = dict(n_samples=2, max_new_tokens=12, temperature=1.0, seed=5, bf16=False)
-    batched = steered_generate(host, steer, xs, **kw)
-    naive = steered_generate_sequential(host, steer, xs, **kw)
+    kw = dict(n_samples=2, max_new_tokens=12, temperature=1.0, seed=5)
+    with host.run_precision("fp32"):                               # exact equality needs float32 on any CPU
+        batched = steered_generate(host, steer, xs, **kw)
+        naive = steered_generate_sequential(host, steer, xs, **kw)
+        plain = host.generate(steer.pi1, xs, **kw)
+        unsteered = steered_generate(host, Steer(steer.pi1, steer.star, steer.zero, 0.0), xs, **kw)
     assert batched.token_ids == naive.token_ids                   # same tokens, one forward per step
-    plain = host.generate(steer.pi1, xs, **kw)
-    unsteered = steered_generate(host, Steer(steer.pi1, steer.star, steer.zero, 0.0), xs, **kw)
     assert unsteered.token_ids == plain.token_ids
     assert batched.token_ids != plain.token_ids                   # w = 1.5 does change the text
     # π1 = π*: contrastive decoding runs two distinct policies, not three
@@ -72,6 +73,7 @@ def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
     assert rl["status"] == "succeeded", rl["error"]
     assert set(rl["metrics"]) >= {"reward_before", "reward_after", "kl_to_base"}
     assert rl["metrics"]["kl_to_base"] > 0                         # the adapter moved away from π0
+    assert rl["config"]["runtime"] == lab.jobs.host.runtime()       # the run records what it ran on
     names = {p["name"] for p in lab.points(rl["run_id"])}
     assert {"loss", "train_reward", "reward", "kl_to_base"} <= names
     assert Path(rl["artifacts"][0]["path"], "adapter_model.safetensors").is_file()

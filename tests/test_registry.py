@@ -1,9 +1,11 @@
 """The edge registry and config validation: what the page's menus and the CLI's --set rely on."""
+import dataclasses
+
 import pytest
 
 from engine.errors import LabInputError
 from engine.jobs import prepare
-from engine.registry import EDGES, build_config, get_edge, get_method
+from engine.registry import EDGES, build_config, get_edge, get_method, restore_config
 
 
 def test_six_edges_listed_and_prompt_to_parameter_built():
@@ -16,8 +18,19 @@ def test_six_edges_listed_and_prompt_to_parameter_built():
 def test_method_defaults_and_overrides_are_typed():
     edge = get_edge("prompt", "parameter")
     assert build_config(get_method(edge, "imitation"), {}).lr == 1e-4
-    cfg = build_config(get_method(edge, "kl"), {"steps": "12", "lr": "5e-4", "bf16": "false"})
-    assert (cfg.steps, cfg.lr, cfg.bf16) == (12, 5e-4, False)
+    cfg = build_config(get_method(edge, "kl"), {"steps": "12", "lr": "5e-4", "precision": "fp32"})
+    assert (cfg.steps, cfg.lr, cfg.precision) == (12, 5e-4, "fp32")
+    assert build_config(get_method(edge, "kl"), {}).precision == "auto"
+
+
+@pytest.mark.parametrize("old, new", [("false", "fp32"), (False, "fp32"), ("true", "auto"), (True, "auto")])
+def test_old_bf16_settings_still_load_as_precision(old, new):
+    """`bf16` became `precision`: old CLI flags and stored configs keep working (true was the old default)."""
+    spec = get_method(get_edge("prompt", "parameter"), "kl")
+    assert build_config(spec, {"bf16": old}).precision == new
+    stored = dataclasses.asdict(build_config(spec, {"steps": "7"}))
+    stored.pop("precision")
+    assert restore_config(spec, stored | {"bf16": old}) == build_config(spec, {"steps": "7", "precision": new})
 
 
 @pytest.mark.parametrize("overrides, message", [

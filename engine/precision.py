@@ -1,0 +1,179 @@
+"""Which device and which precision the model host computes in, decided once at start-up.
+
+On CUDA bf16 where the GPU supports it. On a CPU bf16 only where it is measured faster: CPUs without
+native bf16 (AVX2 only, no avx512_bf16 / AMX) emulate it, and a bf16 matmul there is many times slower than
+fp32 (31× for one 256×576 @ 576×1536 matmul on an AVX2 EPYC). The micro-benchmark times a few matmuls of
+the model's own shapes in fp32 and under bf16 autocast, well under a second, and its verdict is cached per
+machine (CPU, capability, threads, torch version) in the data directory.
+
+LAB_DEVICE=auto|cpu|cuda|mps and LAB_PRECISION=auto|fp32|bf16 override the choice.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.errors import LabInputError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BF16_MARGIN = 0.9        # bf16 must be at least 10% faster to be worth its rounding
+ROWS = 256               # tokens in one micro-benchmark matmul: a training micro-batch's worth
+CHUNK = 64               # rows per matmul call: the bf16 pass can stop between calls
+STOP_RATIO = 10          # an emulated bf16 pass stops once it is this many times slower than fp32
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The host's choice: what it computes in, on what, and why."""
+    device: str          # "cpu", "cuda", "mps"
+    precision: str       # "fp32" or "bf16"
+    reason: str          # "measured", "cached", "LAB_PRECISION", "cuda", ...
+    capability: str      # CPU: torch's ISA level ("AVX2", "AVX512", ...); GPU: its name
+    fp32_ms: float | None = None
+    bf16_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        """What the page shows, e.g. "CPU AVX2 · fp32"."""
+        return f"{self.device.upper()} {self.capability} · {self.precision}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"label": self.label}
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    if requested not in DEVICES:
+        raise LabInputError(f"LAB_DEVICE: {requested!r} is not one of {', '.join(DEVICES)}")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise LabInputError("LAB_DEVICE=cuda, but torch sees no CUDA device (this torch build: "
+                         f"{torch.__version__}); use LAB_DEVICE=cpu or auto")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise LabInputError("LAB_DEVICE=mps, but MPS is not available here; use LAB_DEVICE=cpu or auto")
+    return torch.device(requested)
+
+
+def capability(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple"
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def bf16_wins(fp32_s: float, bf16_s: float, margin: float = BF16_MARGIN) -> bool:
+    """bf16 is chosen only where it is clearly faster than fp32."""
+    return bf16_s < margin * fp32_s
+
+
+def matmul_timings(shapes: list[tuple[int, int]], repeats: int = 3) -> tuple[float, float]:
+    """(fp32 seconds, bf16 seconds) for one pass of the (ROWS, k) @ (k, n) matmuls of `shapes`, done in
+    CHUNK-row slices in both precisions (fp32: best of `repeats`).
+
+    An emulated bf16 is tens of times slower, so its pass stops once it has cost STOP_RATIO × fp32: the
+    bf16 figure is then a lower bound, which is all the verdict needs, and the check stays ~0.1 s."""
+    gen = torch.Generator().manual_seed(0)
+    fp32 = [(torch.randn(ROWS, k, generator=gen), torch.randn(k, n, generator=gen)) for k, n in shapes]
+    bf16 = [(a.bfloat16(), b.bfloat16()) for a, b in fp32]
+
+    def one_pass(mats, stop_after: float = float("inf")) -> float:
+        t0 = time.perf_counter()
+        for a, b in mats:
+            for r in range(0, ROWS, CHUNK):
+                a[r:r + CHUNK] @ b
+                if time.perf_counter() - t0 > stop_after:
+                    return time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    one_pass(fp32)                            # warm-up: allocator, kernels, oneDNN primitives
+    for a, b in bf16:
+        a[:4] @ b
+    t_fp32 = min(one_pass(fp32) for _ in range(repeats))
+    return t_fp32, one_pass(bf16, stop_after=STOP_RATIO * t_fp32)
+
+
+def machine_key(device: torch.device, shapes: list[tuple[int, int]]) -> str:
+    """What the verdict depends on: CPU model and ISA, thread count, torch version and the shapes."""
+    cpu = _cpu_model()
+    parts = [cpu, capability(device), str(torch.get_num_threads()), torch.__version__, repr(shapes)]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def choose_precision(device: torch.device, requested: str = "auto", shapes: list[tuple[int, int]] = (),
+                     cache_file: Path | None = None,
+                     timer: Callable[[list[tuple[int, int]]], tuple[float, float]] = matmul_timings) -> Precision:
+    """The precision the host computes in. `requested` is LAB_PRECISION: auto, fp32 or bf16."""
+    if requested not in PRECISIONS:
+        raise LabInputError(f"LAB_PRECISION: {requested!r} is not one of {', '.join(PRECISIONS)}")
+    cap = capability(device)
+    if requested != "auto":
+        return Precision(device.type, requested, "LAB_PRECISION", cap)
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return Precision(device.type, "bf16" if ok else "fp32", "cuda" if ok else "cuda without bf16", cap)
+    if device.type != "cpu":
+        return Precision(device.type, "fp32", f"{device.type}: fp32 by default", cap)
+    shapes = list(shapes) or [(576, 1536), (1536, 576), (576, 576)]
+    key = machine_key(device, shapes)
+    cached = _read_cache(cache_file).get(key)
+    if cached:
+        return Precision(device.type, cached["precision"], "cached", cap, cached["fp32_ms"], cached["bf16_ms"])
+    fp32_s, bf16_s = timer(shapes)
+    choice = Precision(device.type, "bf16" if bf16_wins(fp32_s, bf16_s) else "fp32", "measured", cap,
+                       round(fp32_s * 1e3, 2), round(bf16_s * 1e3, 2))
+    _write_cache(cache_file, key, choice)
+    return choice
+
+
+def _read_cache(path: Path | None) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}          # a damaged cache is measured again, not trusted
+
+
+def _write_cache(path: Path | None, key: str, choice: Precision) -> None:
+    if path is None:
+        return
+    data = _read_cache(path) | {key: {"precision": choice.precision, "fp32_ms": choice.fp32_ms,
+                                      "bf16_ms": choice.bf16_ms, "capability": choice.capability}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def autocast(device: torch.device, precision: str):
+    """The one precision context of the host: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of the attention and MLP projections, read from a transformers config."""
+    h = getattr(config, "hidden_size", None) or 576
+    i = getattr(config, "intermediate_size", None) or 4 * h
+    return [(h, i), (i, h), (h, h)]
