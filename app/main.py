@@ -65,7 +65,7 @@ def opening_run(lab, wanted: str | None) -> str | None:
 
 
 def main() -> None:
-    if os.environ.get("LAB_MODEL", "embedded") == "embedded":
+    if os.environ.get("LAB_MODEL", "embedded").startswith("embedded"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model needs no network at all
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from engine.api import get_lab

@@ -26,8 +26,11 @@ def _edge_choices(lab) -> list[tuple[str, str]]:
 
 
 def _scenario_markdown(data: dict) -> str:
+    demos = "".join(f"\n> **user:** {d['user']}  \n> **assistant:** {d['assistant']}\n"
+                    for d in data.get("demonstrations") or [])
+    turns = f"demonstration turns after z (rendered in the model's chat format):\n{demos}\n" if demos else ""
     return (f"**{data['name']}** — {data.get('description', '')}\n\n"
-            f"prompt z:\n```text\n{data['prompt']}\n```\n"
+            f"prompt z:\n```text\n{data['prompt']}\n```\n{turns}"
             f"contrastive z−:\n```text\n{data.get('negative_prompt') or '—'}\n```\n"
             f"reward: `{_reward_text(data['reward'])}` · inputs: {len(data['train_inputs'])} train, "
             f"{len(data['heldout_inputs'])} held-out")

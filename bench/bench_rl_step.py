@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from engine.evaluation import sample_and_score  # noqa: E402
 from engine.lora import lora_config  # noqa: E402
 from engine.policies import NEUTRAL_SYSTEM, with_adapter  # noqa: E402
-from engine.reward_to_parameter import STEP, RLConfig  # noqa: E402
+from engine.reward_to_parameter import LOSS, RLConfig  # noqa: E402
+from engine.training import update  # noqa: E402
 from engine.scenarios import load_scenario  # noqa: E402
 from engine.settings import load_settings  # noqa: E402
 
@@ -52,7 +53,9 @@ def _lab_steps(host, steps: int, precision: str) -> float:
         t0 = time.perf_counter()
         host.model.eval()
         batch = sample_and_score(host, policy, xs, reward, K, TOKENS, 1.0, seed=step)
-        STEP["rloo"](config, host, policy, batch, opt, params)
+        host.model.train()
+        update(opt, params, LOSS["rloo"](config, host, policy, batch)[0])
+        host.model.eval()
         times.append(time.perf_counter() - t0)
         print(f"  lab ({precision}) step {step + 1}: {times[-1]:.1f} s", flush=True)
     host.delete_adapter("bench")
@@ -117,7 +120,7 @@ def main() -> None:
     print(f"host: {host.describe()['label']} ({host.choice.reason})")
     lab = {p: lab_seconds_per_step(host, args.steps, p) for p in args.precisions.split(",")}
     trl = trl_seconds_per_step(args.steps)
-    print(f"\n| implementation | s/step | TRL / this |\n|---|---|---|")
+    print("\n| implementation | s/step | TRL / this |\n|---|---|---|")
     rows = [(f"lab RLOO, {p}{' (auto)' if p == auto else ''}", v) for p, v in lab.items()]
     for name, v in rows + [("TRL GRPOTrainer, fp32", trl)]:
         print(f"| {name} | {v:.1f} | ×{trl / v:.2f} |")

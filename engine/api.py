@@ -10,7 +10,15 @@ import threading
 
 from engine.errors import LabInputError
 from engine.jobs import JobRunner, RunRequest, prepare, prepare_task
-from engine.registry import EDGES, TASKS, VERTICES, config_fields, get_edge, get_method, get_task
+from engine.registry import (
+    EDGES,
+    TASKS,
+    VERTICES,
+    config_fields,
+    get_edge,
+    get_method,
+    get_task,
+)
 from engine.scenarios import builtin_scenarios, load_scenario
 from engine.settings import Settings, load_settings
 

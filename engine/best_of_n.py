@@ -18,6 +18,7 @@ from engine.evaluation import sample_and_score
 from engine.references import resolve_policy, resolve_reward
 from engine.rl_objectives import best_of_n_kl_bound
 from engine.run_types import Result, RunContext, opt
+from engine.methods import register
 
 TASK = "best-of-n"
 
@@ -100,3 +101,8 @@ def run(method: str, config: BestOfNConfig, ctx: RunContext) -> Result:
         row["selection_reward"] = sel
     metrics = {"results": results, "n_samples": M, "n_inputs": len(xs)}
     return Result(metrics=metrics, artifact=None, samples=rows)
+
+
+register(TASK, "bon", title="Best-of-N with a reward",
+         equation="y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
+         config=BestOfNConfig, run=run, metrics=("results",))

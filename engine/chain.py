@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from engine.errors import LabInputError, RunCancelled
 from engine.jobs import OWNER, prepare_task
+from engine.policies import Prompt
 from engine.references import check_references, references
 from engine.registry import EDGES, VERTICES, MethodSpec, build_config, get_method
 from engine.run_types import opt
@@ -258,7 +259,8 @@ def hop_inputs(request: ChainRequest, i: int, hop: Hop, prev: dict | None) -> tu
     if artifact.get("kind") != "prompt":
         raise LabInputError(f"hop {i + 1} ({hop.edge.name}) starts from a readable prompt, but hop {i} made "
                             f"{artifact.get('kind') or 'nothing'}")
-    return dataclasses.replace(request.scenario, prompt=artifact["data"]["prompt_text"]), {}
+    z = Prompt.from_data(artifact["data"])
+    return dataclasses.replace(request.scenario, prompt=z.text, demonstrations=z.turns), {}
 
 
 def _measure_hop(lab, origin, child: dict, i: int, parent_id: str) -> dict:
@@ -282,8 +284,8 @@ class Origin:
     @classmethod
     def measure(cls, host, scenario: Scenario, config: ChainConfig) -> "Origin":
         from engine.evaluation import kl_to_cached, reply_logprobs
-        from engine.policies import BASE, prompted
-        z = prompted(scenario.prompt, "origin π0(·|x,z)")
+        from engine.policies import BASE
+        z = scenario.prompt_policy("origin π0(·|x,z)")
         target = _sample(host, z, scenario, config)
         tables = reply_logprobs(host, z, target.inputs, target.token_ids)
         base = _sample(host, BASE, scenario, config)

@@ -127,7 +127,7 @@ def convert_summary(run: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if os.environ.get("LAB_MODEL", "embedded") == "embedded":
+    if os.environ.get("LAB_MODEL", "embedded").startswith("embedded"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -143,6 +143,7 @@ def _dispatch(args) -> int:
     from engine.api import Lab
     if args.command == "prepare-model":
         import time
+
         from engine.model_loading import load_model_and_tokenizer
         from engine.settings import load_settings
         settings = load_settings()

@@ -60,7 +60,7 @@ def kl_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], y
         logq = torch.log_softmax(logits, -1)
         for i in range(len(logq)):
             T = int(mask[i].sum())
-            total += float(token_kl(cached_p[b + i].float(), logq[i, :T]).sum())
+            total += float(token_kl(cached_p[b + i].to(logq.device, torch.float32), logq[i, :T]).sum())
             count += T
     return total / max(count, 1)
 
@@ -68,7 +68,7 @@ def kl_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], y
 def pad_tables(tables: list[torch.Tensor], T: int) -> torch.Tensor:
     """Stack (T_i, V) tables into (B, T, V), zero-padded (padding is masked out by the caller)."""
     V = tables[0].shape[-1]
-    out = torch.zeros((len(tables), T, V), dtype=torch.float32)
+    out = torch.zeros((len(tables), T, V), dtype=torch.float32, device=tables[0].device)
     for i, t in enumerate(tables):
         out[i, :t.shape[0]] = t.float()
     return out

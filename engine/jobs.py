@@ -15,8 +15,17 @@ import time
 import traceback
 
 from engine.errors import LabInputError, RunCancelled
+from engine.methods import check_artifact
 from engine.references import check_references
-from engine.registry import EdgeSpec, MethodSpec, build_config, get_edge, get_method, get_task, restore_config
+from engine.registry import (
+    EdgeSpec,
+    MethodSpec,
+    build_config,
+    get_edge,
+    get_method,
+    get_task,
+    restore_config,
+)
 from engine.run_types import RunContext
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.settings import Settings
@@ -163,6 +172,7 @@ class JobRunner:
             with host.run_precision(getattr(config, "precision", "auto")):
                 self.store.update_run(run_id, config=cfg | {"runtime": host.runtime()})   # what it ran on
                 result = spec.run(spec.name, config, ctx)
+            check_artifact(spec, result.artifact)   # the artifact sits at the edge's target vertex
             self.store.add_samples(run_id, result.samples)
             a = result.artifact
             if a is not None:

@@ -19,6 +19,17 @@ def token_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log π(y_t | x, y<t) of the given tokens: (B, T, V) logits, (B, T) targets -> (B, T), in float32.
+    The one log-prob gather of the lab."""
+    return torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_logprob(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log π(y|x): the token log-probs summed over the reply positions marked in `mask`."""
+    return (token_logprobs(logits, targets) * mask).sum(-1)
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` over positions where `mask` is True (0 if none)."""
     mask = mask.to(values.dtype)

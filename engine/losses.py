@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.kl import masked_mean, token_kl
+from engine.kl import masked_mean, token_kl, token_logprobs
 
 
 def context_distillation_kl_loss(teacher_logp: torch.Tensor, student_logits: torch.Tensor,
@@ -28,8 +28,7 @@ def imitation_loss(student_logits: torch.Tensor, targets: torch.Tensor, mask: to
         targets: (B, T) the teacher's sampled tokens y.
         mask: (B, T) True at reply tokens.
     """
-    logp = torch.log_softmax(student_logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return -masked_mean(logp, mask)
+    return -masked_mean(token_logprobs(student_logits, targets), mask)
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:

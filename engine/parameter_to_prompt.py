@@ -18,20 +18,32 @@ import contextlib
 import dataclasses
 import json
 import random
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from engine.evaluation import Scored, kl_to_cached, pad_tables, reply_logprobs, sample_and_score
+from engine import training
+from engine.evaluation import (
+    Scored,
+    kl_to_cached,
+    pad_tables,
+    reply_logprobs,
+    sample_and_score,
+)
 from engine.losses import imitation_loss, prompt_kl_loss
-from engine.policies import BASE, NEUTRAL_SYSTEM, Policy, prompted
-from engine.prompt_search import clean_prompt, propose_edits, propose_rewrites, trim_reply
-from engine.prompt_to_parameter import lr_at
+from engine.policies import BASE, NEUTRAL_SYSTEM, Policy, Prompt, prompted
+from engine.prompt_search import (
+    clean_prompt,
+    propose_edits,
+    propose_rewrites,
+    trim_reply,
+)
+from engine.prompt_to_parameter import shuffled_batches
 from engine.references import resolve_policy, stored_artifact
 from engine.run_types import Result, RunContext, opt, precision_opt
 from engine.settings import ASSETS_DIR
+from engine.methods import register
 
 EDGE = "parameter->prompt"
 CANDIDATES_FILE = ASSETS_DIR / "prompts" / "behaviour_candidates.json"
@@ -210,29 +222,16 @@ OBJECTIVES = {   # (logits, targets, mask, π* log-probs or None) -> loss
 
 def _train_soft(config: SoftConfig, ctx: RunContext, soft: Policy, embeds: torch.nn.Parameter, train: Target,
                 held: Target) -> None:
-    host, progress = ctx.host, ctx.on_progress
-    opt_ = torch.optim.Adam([embeds], lr=config.lr)
-    rng = random.Random(config.seed)
-    order: list[int] = []
-    t0 = time.perf_counter()
-    for step in range(config.steps):
-        if len(order) < config.batch_size:
-            order += rng.sample(range(len(train.tables)), len(train.tables))
-        idx, order = order[:config.batch_size], order[config.batch_size:]
-        for g in opt_.param_groups:
-            g["lr"] = lr_at(step, config.steps, config.lr)
-        loss = _soft_loss(config, host, soft, train, idx)
-        opt_.zero_grad(set_to_none=True)
-        loss.backward(inputs=[embeds])   # only the soft prompt gets a gradient; the weights stay untouched
-        torch.nn.utils.clip_grad_norm_([embeds], 1.0)
-        opt_.step()
-        points = {"loss": loss.item(), "step_s": (time.perf_counter() - t0) / (step + 1)}
-        if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-            n = min(16, len(held.tables))   # the same slice every time: a cheap live curve
-            points["kl_heldout"] = kl_to_cached(host, held.tables[:n], soft, held.scored.inputs[:n],
-                                                held.scored.token_ids[:n])
-        progress(0.3 + 0.55 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}",
-                 step=step + 1, points=points)
+    """Only the soft prompt gets a gradient; the weights stay untouched."""
+    host = ctx.host
+    batches = shuffled_batches(len(train.tables), config.batch_size, random.Random(config.seed))
+    n = min(16, len(held.tables))   # the same held-out slice every time: a cheap live curve
+
+    def live_eval():
+        return {"kl_heldout": kl_to_cached(host, held.tables[:n], soft, held.scored.inputs[:n],
+                                           held.scored.token_ids[:n])}
+    training.train([embeds], config.steps, config.lr, lambda i: (_soft_loss(config, host, soft, train, next(batches)), {}),
+                   ctx.on_progress, (0.3, 0.85), host.model, config.eval_every, live_eval, optimizer=torch.optim.Adam)
 
 
 def _soft_loss(config: SoftConfig, host, soft: Policy, train: Target, idx: list[int]) -> torch.Tensor:
@@ -323,14 +322,14 @@ def describe_behaviour(host, star: Policy, train: Target, config: DiscreteConfig
 
 def _proposals(host, pool: list[Candidate], train: Target, config: DiscreteConfig, r: int) -> list[tuple[str, str]]:
     """Half model rewrites of the best prompts (goal: reply like π*'s samples), half pure edits of them."""
-    parents = [c.text for c in sorted(pool, key=lambda c: c.kl_train)[:config.keep_top]]
+    parents = [Prompt(c.text) for c in sorted(pool, key=lambda c: c.kl_train)[:config.keep_top]]
     n_rewrite = config.proposals // 2 + config.proposals % 2
     goal = f'reply in the style of this example: "{trim_reply(train.scored.outputs[r % len(train.scored.outputs)])}"'
     rewrites = propose_rewrites(host, parents, goal, n_rewrite, config.rewrite_temperature, config.rewrite_tokens,
                                 config.seed + 10 * r)
-    edits = propose_edits(parents, [c.text for c in pool], config.proposals - n_rewrite,
+    edits = propose_edits(parents, [Prompt(c.text) for c in pool], config.proposals - n_rewrite,
                           random.Random(config.seed + r))
-    return [(z, f"{origin} (round {r})") for z, origin in rewrites + edits]
+    return [(z.text, f"{origin} (round {r})") for z, origin in rewrites + edits]
 
 
 def _score_all(ctx: RunContext, config: DiscreteConfig, train: Target, pool: list[Candidate],
@@ -347,3 +346,14 @@ def _score_all(ctx: RunContext, config: DiscreteConfig, train: Target, pool: lis
         best = min(c.kl_train for c in pool)
         ctx.on_progress(lo + (hi - lo) * (i + 1) / len(fresh), f"scoring prompt {len(pool)} ({origin})",
                         step=len(pool), points={"kl_candidate": pool[-1].kl_train, "kl_train_best": best})
+
+
+# ---------- the methods of this edge ----------
+register(EDGE, "soft", title="Soft prompt tuning: virtual tokens that imitate the adapter",
+         equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
+         config=SoftConfig, run=run, artifact="soft_prompt", defaults=METHODS["soft"],
+         metrics=("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt"))
+register(EDGE, "discrete", title="Readable prompt: search over candidates scored by KL to π*",
+         equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
+         config=DiscreteConfig, run=run, artifact="prompt", defaults=METHODS["discrete"],
+         metrics=("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base", "reward_prompt"))

@@ -29,7 +29,8 @@ from engine.reward_models import contrastive_token_table
 from engine.rewards import pair_accuracy
 from engine.rl_objectives import steered_logprobs
 from engine.run_types import Result, RunContext, opt, precision_opt
-from engine.steering import PRESETS, Steer, same_policy, apply_preset, steered_generate
+from engine.steering import PRESETS, Steer, apply_preset, same_policy, steered_generate
+from engine.methods import register
 
 EDGE = "parameter->reward"
 TOKEN_VIEW_ROWS = 24   # replies per policy that keep their per-token log-ratios for the page
@@ -195,3 +196,11 @@ def _token_view(host, scored: Scored, table) -> list[dict]:
             row |= {"tokens": [host.tok.decode([t]) for t in ids[:n]],
                     "token_log_ratios": [round(v, 4) for v in scores[:n].tolist()]}
     return rows
+
+
+# ---------- the method of this edge ----------
+register(EDGE, "log-ratio", title="log π*/π0 as a reward; decoding-time steering of π1",
+         equation="r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
+         config=LogRatioConfig, run=run, artifact="reward", defaults=METHODS["log-ratio"],
+         metrics=("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
+                  "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered"))

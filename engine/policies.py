@@ -3,7 +3,11 @@
 (virtual tokens in the system turn), or combinations."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import LabInputError
 
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
@@ -14,6 +18,7 @@ class Policy:
     adapter: str | None = None  # name of a LoRA adapter loaded in the model host
     label: str = ""
     soft: str | None = None     # name of a soft prompt registered in the model host (virtual tokens before z)
+    turns: tuple[tuple[str, str], ...] = ()   # demonstration turns (user, assistant) after the system text
 
     @property
     def system_text(self) -> str:
@@ -33,8 +38,31 @@ class Policy:
 BASE = Policy(label="base")
 
 
-def prompted(z: str, label: str = "prompt") -> Policy:
-    return Policy(system=z, label=label)
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt z, the artifact at the prompt vertex: an instruction (the system text) and the demonstration
+    turns (user, assistant) that follow it. The model host renders both in the model's own chat format."""
+    text: str
+    turns: tuple[tuple[str, str], ...] = ()
+
+    def policy(self, label: str = "prompt") -> Policy:
+        return Policy(system=self.text, turns=self.turns, label=label)
+
+    def quotes(self, x: str) -> bool:
+        """Whether input x appears in z (scoring z on x would score a copied demonstration)."""
+        return x in self.text or any(x == u for u, _ in self.turns)
+
+    def data(self) -> dict:
+        """As stored in a prompt artifact."""
+        return {"prompt_text": self.text, "demonstrations": [{"user": u, "assistant": a} for u, a in self.turns]}
+
+    @staticmethod
+    def from_data(data: dict) -> "Prompt":
+        return Prompt(data["prompt_text"], tuple((t["user"], t["assistant"]) for t in data.get("demonstrations") or ()))
+
+
+def prompted(z: str, label: str = "prompt", turns: tuple[tuple[str, str], ...] = ()) -> Policy:
+    return Policy(system=z, label=label, turns=tuple(turns))
 
 
 def with_adapter(name: str, label: str = "") -> Policy:
@@ -43,3 +71,46 @@ def with_adapter(name: str, label: str = "") -> Policy:
 
 def with_soft_prompt(name: str, label: str = "") -> Policy:
     return Policy(soft=name, label=label or name)
+
+
+# ---------- policies as JSON (stored in reward specs and artifacts) ----------
+def policy_spec(policy: Policy, host) -> dict:
+    """A policy as JSON: its prompt and the saved path of its adapter (loaded adapters only)."""
+    path = host.adapters[policy.adapter]["path"] if policy.adapter else None
+    if policy.adapter and not path:
+        raise LabInputError(f"adapter {policy.adapter!r} has not been saved; it cannot be referenced")
+    spec = {"system": policy.system, "adapter_path": path, "label": policy.label}
+    if policy.turns:
+        spec["turns"] = [list(t) for t in policy.turns]
+    if policy.soft:
+        spec["soft_path"] = host.soft_prompts[policy.soft]["path"]
+        if not spec["soft_path"]:
+            raise LabInputError(f"soft prompt {policy.soft!r} has not been saved; it cannot be referenced")
+    return spec
+
+
+def policy_from_spec(spec: dict, host) -> Policy:
+    """Rebuild a policy from `policy_spec` JSON, loading its adapter (once) under a name made from its path."""
+    path = spec.get("adapter_path")
+    name = None
+    if path:
+        name = next((n for n, a in host.adapters.items() if a.get("path") == str(path)), None)
+        if name is None:
+            if not (Path(path) / "adapter_model.safetensors").is_file():
+                raise LabInputError(f"adapter files are missing at {path}; was the run deleted?")
+            name = "ref-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+            host.load_adapter(name, path)
+    soft = _load_soft_prompt(spec["soft_path"], host) if spec.get("soft_path") else None
+    return Policy(system=spec.get("system"), adapter=name, label=spec.get("label") or "policy", soft=soft,
+                  turns=tuple(tuple(t) for t in spec.get("turns") or ()))
+
+
+def _load_soft_prompt(path: str, host) -> str:
+    """The host's name for the soft prompt saved at `path`, loading it once."""
+    name = next((n for n, sp in host.soft_prompts.items() if sp.get("path") == str(path)), None)
+    if name is None:
+        if not Path(path).is_file():
+            raise LabInputError(f"soft prompt file is missing at {path}; was the run deleted?")
+        name = "soft-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        host.load_soft_prompt(name, path)
+    return name

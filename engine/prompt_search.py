@@ -4,8 +4,8 @@ The pieces of the `search` method of reward -> prompt: the Monte-Carlo estimate 
 selection of parents and of the final prompt (pure), the edit operators (pure, seeded), and the rewrites
 the model proposes itself. The loop that spends the budget lives in engine/reward_to_prompt.py.
 
-Only the instruction head of z is searched: demonstration turns that a scenario writes into z (ChatML,
-after the first <|im_end|>) are kept as they are, so an edit never breaks the chat structure.
+A prompt is a `Prompt`: an instruction and demonstration turns. Edits and rewrites change the instruction
+and keep the turns; one operator adds a worked example as a new turn. The model's chat format renders them.
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from engine.policies import Policy
+from engine.policies import Policy, Prompt
 
-TURN_MARK = "<|im_end|>"
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 MAX_PROMPT_CHARS = 400
 REWRITER = Policy(system="You write short instructions (system prompts) for a chatbot.", label="rewriter")
@@ -35,10 +34,15 @@ class Candidate:
     per_input: dict[str, float]   # mean reward over samples, per input scored (search inputs, then finalists')
     best_reply: tuple[str, str] | None = None   # (x, y) of its highest-reward sample, for demonstrations
     val_score: float | None = None   # Eq. 16's estimate on the finalists' other train inputs
+    turns: tuple[tuple[str, str], ...] = ()      # its demonstration turns
     score: float = field(init=False)  # Eq. 16's estimate on the search inputs
 
     def __post_init__(self):
         self.score = sum(self.per_input.values()) / len(self.per_input)
+
+    @property
+    def prompt(self) -> Prompt:
+        return Prompt(self.text, self.turns)
 
 
 # ---------- Eq. 16: the objective and the selections (pure) ----------
@@ -105,13 +109,6 @@ def calls_per_candidate(n_inputs: int, n_samples: int) -> int:
     return n_inputs * n_samples
 
 
-# ---------- prompts as an instruction head plus kept demonstration turns ----------
-def split_prompt(z: str) -> tuple[str, str]:
-    """(head, tail): the instruction before the first <|im_end|>, and the demonstration turns after it."""
-    i = z.find(TURN_MARK)
-    return (z, "") if i < 0 else (z[:i], z[i:])
-
-
 def sentences(text: str) -> list[str]:
     return [s for s in SENTENCE_RE.split(text.strip()) if s]
 
@@ -162,14 +159,10 @@ def splice(head: str, donor: str, rng: random.Random) -> str | None:
     return f"{head.strip()} {rng.choice(new)}" if new else None
 
 
-def add_demonstration(z: str, x: str, y: str) -> str:
-    """z followed by one worked example, a ChatML turn pair (x, y): the way a small model is steered best
-    (the concise and arithmetic scenarios write their z like this)."""
-    return f"{z.rstrip()}{TURN_MARK}\n<|im_start|>user\n{x}{TURN_MARK}\n<|im_start|>assistant\n{trim_reply(y)}"
-
-
-def n_demonstrations(z: str) -> int:
-    return z.count("<|im_start|>assistant")
+def add_demonstration(z: Prompt, x: str, y: str) -> Prompt:
+    """z followed by one more worked example, the turn pair (x, y): the way a small model is steered best
+    (the concise and arithmetic scenarios carry demonstrations like this)."""
+    return Prompt(z.text.strip(), z.turns + ((x, trim_reply(y)),))
 
 
 def trim_reply(y: str) -> str:
@@ -183,36 +176,35 @@ EDITS = {"drop sentence": drop_sentence, "swap sentences": swap_sentences,
          "repeat sentence": repeat_sentence, "splice": splice}
 
 
-def propose_edits(parents: list[str], donors: list[str], n: int, rng: random.Random) -> list[tuple[str, str]]:
-    """Up to n (prompt, origin) proposals, each a random edit of a random parent (tails kept)."""
-    out: list[tuple[str, str]] = []
+def propose_edits(parents: list[Prompt], donors: list[Prompt], n: int, rng: random.Random
+                  ) -> list[tuple[Prompt, str]]:
+    """Up to n (prompt, origin) proposals, each a random edit of a random parent's instruction (turns kept)."""
+    out: list[tuple[Prompt, str]] = []
     for _ in range(4 * n):   # some edits do not apply (one-sentence heads); try a few times
         if len(out) == n:
             break
-        head, tail = split_prompt(rng.choice(parents))
+        parent = rng.choice(parents)
         name = rng.choice(sorted(EDITS))
-        new = EDITS[name](head, split_prompt(rng.choice(donors))[0], rng)
-        if new and (new + tail) not in parents and all(new + tail != p for p, _ in out):
-            out.append((new + tail, f"edit: {name}"))
+        new = EDITS[name](parent.text, rng.choice(donors).text, rng)
+        z = Prompt(new, parent.turns) if new else None
+        if z and z not in parents and all(z != p for p, _ in out):
+            out.append((z, f"edit: {name}"))
     return out
 
 
 # ---------- rewrites written by the model itself ----------
-def propose_rewrites(host, parents: list[str], goal: str, n: int, temperature: float, max_new_tokens: int,
-                     seed: int) -> list[tuple[str, str]]:
-    """n rewrites of the parents' instruction heads by π0 (one model call each); tails kept."""
+def propose_rewrites(host, parents: list[Prompt], goal: str, n: int, temperature: float, max_new_tokens: int,
+                     seed: int) -> list[tuple[Prompt, str]]:
+    """n rewrites of the parents' instructions by π0 (one model call each); turns kept."""
     if n <= 0:
         return []
-    tasks, tails = [], []
-    for i in range(n):
-        head, tail = split_prompt(parents[i % len(parents)])
-        tasks.append(REWRITE_TASKS[i % len(REWRITE_TASKS)].format(goal=goal, head=head.strip()))
-        tails.append(tail)
+    chosen = [parents[i % len(parents)] for i in range(n)]
+    tasks = [REWRITE_TASKS[i % len(REWRITE_TASKS)].format(goal=goal, head=z.text.strip()) for i, z in enumerate(chosen)]
     s = host.generate(REWRITER, tasks, n_samples=1, max_new_tokens=max_new_tokens, temperature=temperature,
                       seed=seed)
     out = []
-    for (text,), tail in zip(s.texts, tails):
+    for (text,), parent in zip(s.texts, chosen):
         head = clean_prompt(text)
         if head:
-            out.append((head + tail, "model rewrite"))
+            out.append((Prompt(head, parent.turns), "model rewrite"))
     return out

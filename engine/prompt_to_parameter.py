@@ -8,18 +8,18 @@ of base, teacher and student.
 """
 from __future__ import annotations
 
-import math
 import random
-import time
 from dataclasses import dataclass
 
 import torch
 
+from engine import training
 from engine.evaluation import kl_to_cached, pad_tables, reply_logprobs, sample_and_score
 from engine.lora import lora_config, parse_targets
 from engine.losses import context_distillation_kl_loss, imitation_loss
-from engine.policies import BASE, Policy, prompted, with_adapter
+from engine.policies import BASE, Policy, with_adapter
 from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.methods import register
 
 EDGE = "prompt->parameter"
 
@@ -31,7 +31,7 @@ class DistillConfig:
     lr: float = opt(1e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
     lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
     lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
-    lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
+    lora_targets: str = opt("attention", "Modules that get LoRA: attention (the model's attention projections, found in the model), mlp, or a comma list of module names such as q_proj,v_proj.")
     teacher_samples: int = opt(2, "Teacher samples y ~ π0(·|x,z) per train input.", 1, 32)
     teacher_temperature: float = opt(1.0, "Sampling temperature of the teacher's training samples.", 0.05, 2.0)
     max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
@@ -58,7 +58,7 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     reward = sc.reward()
     train_x = sc.train_inputs[:config.n_train or None]
     held_x = sc.heldout_inputs[:config.n_heldout or None]
-    teacher = prompted(sc.prompt, "teacher")
+    teacher = sc.prompt_policy("teacher")
     student = with_adapter(f"cd-{ctx.run_id}", "student")
     sample = lambda policy, xs, n, temp, seed, lo, hi, stage: sample_and_score(
         host, policy, xs, reward, n, config.max_new_tokens, temp, seed,
@@ -101,7 +101,8 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
                "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
     metrics["gain_kept"] = gain_kept(metrics["reward_base"], metrics["reward_teacher"], metrics["reward_student"])
     artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
-                "data": {"adapter_name": student.adapter, "source_prompt": sc.prompt, "method": method}}
+                "data": {"adapter_name": student.adapter, "source_prompt": sc.prompt,
+                         "source_demonstrations": len(sc.demonstrations), "method": method}}
     samples = held_base.rows() + held_teacher.rows() + held_student.rows()
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
@@ -112,42 +113,26 @@ def gain_kept(r_base: float, r_teacher: float, r_student: float) -> float | None
     return (r_student - r_base) / gain if abs(gain) > 1e-9 else None
 
 
-def lr_at(step: int, steps: int, lr: float, warmup: int = 3) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 10% of lr."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(steps - warmup, 1)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def _train(method, config, ctx, student: Policy, train, teacher_tables, eval_tables, held_teacher, reward):
-    host, progress = ctx.host, ctx.on_progress
-    params = host.trainable_parameters(student.adapter)
-    opt_ = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    rng = random.Random(config.seed)
-    order: list[int] = []
+    host = ctx.host
+    batches = shuffled_batches(len(train.inputs), config.batch_size, random.Random(config.seed))
     host.model.train()
-    t0 = time.perf_counter()
-    for step in range(config.steps):
-        if len(order) < config.batch_size:
-            order += rng.sample(range(len(train.inputs)), len(train.inputs))
-        idx, order = order[:config.batch_size], order[config.batch_size:]
-        for g in opt_.param_groups:
-            g["lr"] = lr_at(step, config.steps, config.lr)
-        loss = _loss(method, host, student, train, teacher_tables, idx)
-        opt_.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt_.step()
-        points = {"loss": loss.item(), "step_s": (time.perf_counter() - t0) / (step + 1)}
-        last = step + 1 == config.steps
-        if config.eval_every and (step + 1) % config.eval_every == 0 and not last:
-            host.model.eval()
-            points |= _live_eval(config, host, student, eval_tables, held_teacher, reward)
-            host.model.train()
-        progress(0.30 + 0.58 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}",
-                 step=step + 1, points=points)
-    host.model.eval()
+
+    def step(i):
+        return _loss(method, host, student, train, teacher_tables, next(batches)), {}
+    training.train(host.trainable_parameters(student.adapter), config.steps, config.lr, step, ctx.on_progress,
+                   (0.30, 0.88), host.model, config.eval_every,
+                   lambda: _live_eval(config, host, student, eval_tables, held_teacher, reward))
+
+
+def shuffled_batches(n: int, batch_size: int, rng: random.Random):
+    """Batches of indices into n items, endlessly: each pass over the items in a fresh random order."""
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            order += rng.sample(range(n), n)
+        idx, order = order[:batch_size], order[batch_size:]
+        yield idx
 
 
 def _loss(method, host, student, train, teacher_tables, idx) -> torch.Tensor:
@@ -170,3 +155,13 @@ def _live_eval(config, host, policy: Policy, eval_tables, held_teacher, reward) 
     scored = sample_and_score(host, policy, xs, reward, 1, config.max_new_tokens, config.eval_temperature,
                               config.seed + 7)
     return {"kl_heldout": kl, "reward": scored.mean_reward}
+
+
+# ---------- the methods of this edge ----------
+_METRICS = ("kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student")
+register(EDGE, "kl", title="Context distillation, full-distribution KL",
+         equation="min_π E_{x,y~D} KL[π0(y|x,z) ‖ π(y|x)]   (Eq. 9)",
+         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["kl"])
+register(EDGE, "imitation", title="Context distillation, imitation of teacher samples",
+         equation="max_π E_{x~D, y~π0(y|x,z)} log π(y|x)   (Eq. 10)",
+         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["imitation"])

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from engine.errors import LabInputError
 from engine.evaluation import Scored, sample_and_score
-from engine.policies import BASE, prompted
-from engine.rewards import build_model_reward, pair_accuracy, spearman
+from engine.policies import BASE, Prompt
+from engine.reward_models import build_model_reward
+from engine.rewards import pair_accuracy, spearman
 from engine.run_types import Result, RunContext, opt
+from engine.methods import register
 
 EDGE = "prompt->reward"
 DERIVED = "derived"   # the key of the derived reward in each sample row
@@ -78,13 +80,13 @@ METHODS = {
 }
 
 
-def prompt_pair(config: PromptRewardConfig, scenario) -> tuple[str, str]:
-    """(z+, z−): typed ones first, else the scenario's; both non-empty and different."""
-    z_plus = config.z_plus.strip() or scenario.prompt.strip()
-    z_minus = config.z_minus.strip() or scenario.negative_prompt.strip()
-    if not z_plus:
+def prompt_pair(config: PromptRewardConfig, scenario) -> tuple[Prompt, Prompt]:
+    """(z+, z−): typed ones first, else the scenario's (z+ with its demonstrations); non-empty and different."""
+    z_plus = Prompt(config.z_plus.strip()) if config.z_plus.strip() else scenario.z
+    z_minus = Prompt(config.z_minus.strip() or scenario.negative_prompt.strip())
+    if not z_plus.text:
         raise LabInputError("z_plus: empty; type a positive prompt or use a scenario with a prompt")
-    if not z_minus:
+    if not z_minus.text:
         raise LabInputError("z_minus: empty, and the scenario has no negative_prompt; type a negative "
                             "prompt z− (e.g. the opposite of the scenario's prompt)")
     if z_plus == z_minus:
@@ -122,13 +124,19 @@ def agreement(derived: list[float], reference: list[float], inputs: list[str]) -
 
 # ---------- deriving the reward, one small function per method ----------
 def _judge(config, ctx, z_plus, z_minus):
-    criterion = config.judge_criterion.strip() or f'the reply follows this instruction: "{z_plus}"'
+    criterion = config.judge_criterion.strip() or f'the reply follows this instruction: "{z_plus.text}"'
     template = config.judge_template.replace("{criterion}", criterion)
     return {"kind": "judge", "system": JUDGE_SYSTEM, "template": template}, None, {}
 
 
 def _contrastive(config, ctx, z_plus, z_minus):
-    return {"kind": "contrastive", "z_plus": z_plus, "z_minus": z_minus, "aggregate": config.aggregate}, None, {}
+    return {"kind": "contrastive", **prompt_fields(z_plus, "z_plus"), **prompt_fields(z_minus, "z_minus"),
+            "aggregate": config.aggregate}, None, {}
+
+
+def prompt_fields(z: Prompt, name: str) -> dict:
+    """A prompt in a reward spec: its text under `name`, its demonstration turns (if any) under name_turns."""
+    return {name: z.text} | ({f"{name}_turns": [list(t) for t in z.turns]} if z.turns else {})
 
 
 def _bradley_terry(config, ctx, z_plus, z_minus):
@@ -157,7 +165,7 @@ def _bradley_terry(config, ctx, z_plus, z_minus):
               "head_train_accuracy": rm.preference_accuracy(head, f_plus[train], f_minus[train]),
               "head_val_accuracy": rm.preference_accuracy(head, f_plus[val], f_minus[val])}
     spec = {"kind": "bradley-terry", "head": str(path), "pooling": "reply-mean",
-            "source": config.preference_file.strip() or {"z_plus": z_plus, "z_minus": z_minus}}
+            "source": config.preference_file.strip() or {"z_plus": z_plus.text, "z_minus": z_minus.text}}
     return spec, str(path), extra
 
 
@@ -173,7 +181,7 @@ def _preference_pairs(config, ctx, z_plus, z_minus):
     train_x = sc.train_inputs[:config.n_train or None]
     reward = sc.reward()
     sample = lambda z, label, seed, lo: sample_and_score(
-        host, prompted(z, label), train_x, reward, config.pairs_per_input, config.max_new_tokens,
+        host, z.policy(label), train_x, reward, config.pairs_per_input, config.max_new_tokens,
         config.pair_temperature, seed, on_batch=lambda i, k: progress(lo + 0.15 * i / k, f"RLCD pairs: {label}"))
     plus = sample(z_plus, "positive", config.seed + 11, 0.0)
     minus = sample(z_minus, "negative", config.seed + 12, 0.15)
@@ -192,7 +200,7 @@ def _sample_pool(config, ctx, z_plus, z_minus, lo: float) -> list[Scored]:
     sc, progress = ctx.scenario, ctx.on_progress
     held_x = sc.heldout_inputs[:config.n_heldout or None]
     reward, hi = sc.reward(), lo + 0.6 * (1 - lo)
-    policies = [BASE, prompted(z_plus, "positive"), prompted(z_minus, "negative")]
+    policies = [BASE, z_plus.policy("positive"), z_minus.policy("negative")]
     out = []
     for i, policy in enumerate(policies):
         a = lo + (hi - lo) * i / len(policies)
@@ -210,3 +218,16 @@ def _score(reward, xs: list[str], ys: list[str], ctx, lo: float, chunk: int = 32
         ctx.on_progress(lo + (1 - lo) * b / len(xs), "scoring the held-out pool with the derived reward")
         out += reward(xs[b:b + chunk], ys[b:b + chunk])
     return out
+
+
+# ---------- the methods of this edge ----------
+_METRICS = ("pair_accuracy", "spearman", "n_pairs")
+register(EDGE, "contrastive", title="Contrastive scoring with a prompt pair",
+         equation="R(x,y) = log π0(y|x,z+) − log π0(y|x,z−)   (Eq. 15)",
+         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["contrastive"])
+register(EDGE, "judge", title="Direct prompting: the model as a judge",
+         equation="r(x,y) = Σ_s s · π0(s|x,y,z), s ∈ 1..9   (Eq. 14)",
+         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["judge"])
+register(EDGE, "bradley-terry", title="Contrastive prompting pairs → Bradley-Terry reward model",
+         equation="y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−);  min −log σ(r(x,y+) − r(x,y−))",
+         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["bradley-terry"])

@@ -11,11 +11,10 @@ Policies stored inside artifacts (e.g. the two policies of a log-ratio reward) a
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Callable
 
 from engine.errors import LabInputError
-from engine.policies import BASE, Policy, prompted
+from engine.policies import BASE, Policy, policy_from_spec, policy_spec  # noqa: F401 (policy_spec: re-exported)
 
 Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
 KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt", "soft_prompt"),
@@ -64,63 +63,24 @@ def resolve_policy(ref: str, ctx, field: str = "policy") -> Policy:
     if ref == "base":
         return BASE
     if ref == "prompt":
-        return prompted(ctx.scenario.prompt, f"{ctx.scenario.name} prompt")
+        return ctx.scenario.prompt_policy(f"{ctx.scenario.name} prompt")
     if ref.startswith("scenario:"):
         name = ref.split(":", 1)[1]
-        return prompted(_scenario_prompt(ref, field), f"{name} prompt")
+        return _scenario_prompt(ref, field).policy(f"{name} prompt")
     artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["policy"])
     return policy_from_spec(artifact_policy_spec(artifact, ref), ctx.host)
 
 
 def artifact_policy_spec(artifact: dict, run_id: str) -> dict:
     data = artifact.get("data") or {}
-    if artifact["kind"] == "prompt":
-        return {"system": data["prompt_text"], "adapter_path": None, "label": f"prompt of {run_id}"}
+    if artifact["kind"] == "prompt":   # a readable prompt; a reward-conditioned one works through its adapter
+        return {"system": data["prompt_text"], "turns": [[t["user"], t["assistant"]] for t in
+                                                        data.get("demonstrations") or ()],
+                "adapter_path": artifact.get("path"), "label": f"prompt of {run_id}"}
     if artifact["kind"] == "soft_prompt":
         return {"system": data.get("system"), "adapter_path": None, "soft_path": artifact["path"],
                 "label": f"soft prompt of {run_id}"}
     return {"system": data.get("system"), "adapter_path": artifact["path"], "label": f"adapter of {run_id}"}
-
-
-def policy_spec(policy: Policy, host) -> dict:
-    """A policy as JSON: its prompt and the saved path of its adapter (loaded adapters only)."""
-    path = host.adapters[policy.adapter]["path"] if policy.adapter else None
-    if policy.adapter and not path:
-        raise LabInputError(f"adapter {policy.adapter!r} has not been saved; it cannot be referenced")
-    spec = {"system": policy.system, "adapter_path": path, "label": policy.label}
-    if policy.soft:
-        spec["soft_path"] = host.soft_prompts[policy.soft]["path"]
-        if not spec["soft_path"]:
-            raise LabInputError(f"soft prompt {policy.soft!r} has not been saved; it cannot be referenced")
-    return spec
-
-
-def policy_from_spec(spec: dict, host) -> Policy:
-    """Rebuild a policy from `policy_spec` JSON, loading its adapter (once) under a name made from its path."""
-    path = spec.get("adapter_path")
-    name = None
-    if path:
-        name = next((n for n, a in host.adapters.items() if a.get("path") == str(path)), None)
-        if name is None:
-            from pathlib import Path
-            if not (Path(path) / "adapter_model.safetensors").is_file():
-                raise LabInputError(f"adapter files are missing at {path}; was the run deleted?")
-            name = "ref-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
-            host.load_adapter(name, path)
-    soft = _load_soft_prompt(spec["soft_path"], host) if spec.get("soft_path") else None
-    return Policy(system=spec.get("system"), adapter=name, label=spec.get("label") or "policy", soft=soft)
-
-
-def _load_soft_prompt(path: str, host) -> str:
-    """The host's name for the soft prompt saved at `path`, loading it once."""
-    from pathlib import Path
-    name = next((n for n, sp in host.soft_prompts.items() if sp.get("path") == str(path)), None)
-    if name is None:
-        if not Path(path).is_file():
-            raise LabInputError(f"soft prompt file is missing at {path}; was the run deleted?")
-        name = "soft-" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
-        host.load_soft_prompt(name, path)
-    return name
 
 
 # ---------- rewards ----------
@@ -138,16 +98,18 @@ def build_any_reward(spec: dict, host):
     from engine.rewards import build_reward, reward_kinds
     if spec.get("kind") in reward_kinds():
         return build_reward(spec)
-    from engine.rewards import build_model_reward
+    from engine.reward_models import (
+        build_model_reward,  # torch only where a model reward is wanted
+    )
     return build_model_reward(spec, host)
 
 
-def _scenario_prompt(ref: str, field: str) -> str:
+def _scenario_prompt(ref: str, field: str):
     from engine.scenarios import builtin_scenarios, load_scenario
     name = ref.split(":", 1)[1].strip()
     if name not in builtin_scenarios():
         raise LabInputError(f"{field}: no built-in scenario {name!r}; choose from {', '.join(builtin_scenarios())}")
-    return load_scenario(name).prompt
+    return load_scenario(name).z
 
 
 def _expected(what: str) -> str:

@@ -1,28 +1,20 @@
-"""The triangle: three vertices, six edges, and the methods built so far for each edge.
+"""The triangle: three vertices, six edges, and the methods registered for each edge (engine/methods.py).
 
 The UI and the CLI build their menus from here; an edge without methods shows as not yet available.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 from engine.errors import LabInputError
+from engine.methods import REGISTRY, MethodSpec  # noqa: F401 (MethodSpec: re-exported)
 
 VERTICES = ("prompt", "parameter", "reward")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    title: str
-    equation: str                  # the paper equation it implements, shown next to the result
-    config_cls: type
-    defaults: dict                 # per-method overrides of the config's defaults
-    run: Callable                  # run(method, config, ctx) -> Result
-    metrics: tuple[str, ...]       # the numbers it reports (stable CLI/JSON keys)
 
 
 @dataclass(frozen=True)
@@ -43,130 +35,37 @@ class EdgeSpec:
         return bool(self.methods)
 
 
-def _distill_methods() -> dict[str, MethodSpec]:
-    from engine import prompt_to_parameter as p2p
-    metrics = ("kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student")
-    return {
-        "kl": MethodSpec("kl", "Context distillation, full-distribution KL",
-                         "min_π E_{x,y~D} KL[π0(y|x,z) ‖ π(y|x)]   (Eq. 9)",
-                         p2p.DistillConfig, p2p.METHODS["kl"], p2p.run, metrics),
-        "imitation": MethodSpec("imitation", "Context distillation, imitation of teacher samples",
-                                "max_π E_{x~D, y~π0(y|x,z)} log π(y|x)   (Eq. 10)",
-                                p2p.DistillConfig, p2p.METHODS["imitation"], p2p.run, metrics),
-    }
+def _import_methods() -> list[str]:
+    """Import every module named by a direction of the triangle (prompt_to_parameter.py,
+    reward_to_parameter_simpo.py, ...) and the tasks beside the edges: their registrations fill REGISTRY.
+    A new method is a new file with such a name; nothing here changes."""
+    here = Path(__file__).parent
+    names = sorted(p.stem for p in here.glob("*.py") if DIRECTION.match(p.stem)) + list(TASK_MODULES)
+    for name in names:
+        importlib.import_module(f"engine.{name}")
+    return names
 
 
-def _prompt_reward_methods() -> dict[str, MethodSpec]:
-    from engine import prompt_to_reward as p2r
-    metrics = ("pair_accuracy", "spearman", "n_pairs")
-    cfg, run = p2r.PromptRewardConfig, p2r.run
-    return {
-        "contrastive": MethodSpec("contrastive", "Contrastive scoring with a prompt pair",
-                                  "R(x,y) = log π0(y|x,z+) − log π0(y|x,z−)   (Eq. 15)",
-                                  cfg, p2r.METHODS["contrastive"], run, metrics),
-        "judge": MethodSpec("judge", "Direct prompting: the model as a judge",
-                            "r(x,y) = Σ_s s · π0(s|x,y,z), s ∈ 1..9   (Eq. 14)",
-                            cfg, p2r.METHODS["judge"], run, metrics),
-        "bradley-terry": MethodSpec("bradley-terry", "Contrastive prompting pairs → Bradley-Terry reward model",
-                                    "y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−);  min −log σ(r(x,y+) − r(x,y−))",
-                                    cfg, p2r.METHODS["bradley-terry"], run, metrics),
-    }
+DIRECTION = re.compile(r"^(prompt|parameter|reward)_to_(prompt|parameter|reward)(_\w+)?$")
+TASK_MODULES = ("best_of_n", "reward_from_data")
+METHOD_MODULES = _import_methods()
 
-
-def _parameter_prompt_methods() -> dict[str, MethodSpec]:
-    from engine import parameter_to_prompt as p2z
-    return {
-        "soft": MethodSpec("soft", "Soft prompt tuning: virtual tokens that imitate the adapter",
-                           "min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
-                           p2z.SoftConfig, p2z.METHODS["soft"], p2z.run,
-                           ("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt")),
-        "discrete": MethodSpec("discrete", "Readable prompt: search over candidates scored by KL to π*",
-                               "min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
-                               p2z.DiscreteConfig, p2z.METHODS["discrete"], p2z.run,
-                               ("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base",
-                                "reward_prompt")),
-    }
-
-
-def _rl_methods() -> dict[str, MethodSpec]:
-    from engine import reward_to_parameter as r2p
-    metrics = ("reward_before", "reward_after", "kl_to_base")
-    cfg, run = r2p.RLConfig, r2p.run
-    return {
-        "rloo": MethodSpec("rloo", "KL-regularized policy gradient (RLOO)",
-                           "max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
-                           cfg, r2p.METHODS["rloo"], run, metrics),
-        "dpo": MethodSpec("dpo", "Online DPO on best-vs-worst samples",
-                          "min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
-                          cfg, r2p.METHODS["dpo"], run, metrics),
-    }
-
-
-def _log_ratio_methods() -> dict[str, MethodSpec]:
-    from engine import parameter_to_reward as p2r
-    metrics = ("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
-               "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered")
-    return {"log-ratio": MethodSpec("log-ratio", "log π*/π0 as a reward; decoding-time steering of π1",
-                                    "r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  "
-                                    "log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
-                                    p2r.LogRatioConfig, p2r.METHODS["log-ratio"], p2r.run, metrics)}
-
-
-def _reward_prompt_methods() -> dict[str, MethodSpec]:
-    from engine import reward_to_prompt as r2z
-    return {
-        "search": MethodSpec("search", "Prompt search maximizing expected reward",
-                             "max_z E_{x~D, y~π0(·|x,z)}[r(x,y)]   (Eq. 16)",
-                             r2z.SearchConfig, r2z.METHODS["search"], r2z.run,
-                             ("reward_none", "reward_seed", "reward_best")),
-        "conditioned": MethodSpec("conditioned", "Reward-conditioned training with control prompts z(s)",
-                                  "max_{π,z} E_{(x,y)~D}[π(y|x, z(r(x,y)))]   (Eq. 17)",
-                                  r2z.ConditionedConfig, r2z.METHODS["conditioned"], r2z.run,
-                                  ("levels", "reward_by_level", "spearman_level_vs_reward")),
-    }
-
-
-def _edges() -> dict[str, EdgeSpec]:
-    specs = [
-        EdgeSpec("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10", _distill_methods()),
-        EdgeSpec("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13",
-                 _parameter_prompt_methods()),
-        EdgeSpec("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3", _rl_methods()),
-        EdgeSpec("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7",
-                 _log_ratio_methods()),
-        EdgeSpec("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15",
-                 _prompt_reward_methods()),
-        EdgeSpec("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18",
-                 _reward_prompt_methods()),
-    ]
-    return {e.name: e for e in specs}
-
-
-EDGES = _edges()
-
-
-def _tasks() -> dict[str, EdgeSpec]:
-    """Runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3) and a reward model
-    learned from golden-labelled data (§4.3)."""
-    from engine import best_of_n as bon
-    method = MethodSpec("bon", "Best-of-N with a reward",
-                        "y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
-                        bon.BestOfNConfig, {}, bon.run, ("results",))
-    from engine import reward_from_data as rfd
-    metrics = ("auc", "pair_accuracy", "auc_confidence", "pair_accuracy_confidence", "bon")
-    outcome = MethodSpec("outcome", "Outcome reward model (ORM) from golden-labelled replies",
-                         "E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
-                         rfd.OutcomeRMConfig, {}, rfd.run, metrics)
-    pairwise = MethodSpec("pairwise", "Bradley-Terry on right-vs-wrong replies of the same input",
-                          "E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −Σ log σ(r_ω(x,y+) − r_ω(x,y−)), E(y+)=1, E(y−)=0 (Eq. 4)",
-                          rfd.OutcomeRMConfig, {}, rfd.run, metrics)
-    return {bon.TASK: EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", {"bon": method},
-                               key=bon.TASK),
-            rfd.TASK: EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3",
-                               {"outcome": outcome, "pairwise": pairwise}, key=rfd.TASK)}
-
-
-TASKS = _tasks()
+EDGE_TITLES = [   # (from, to, title, section of 2406.16377)
+    ("prompt", "parameter", "Context distillation", "§4, Eqs. 8–10"),
+    ("parameter", "prompt", "Soft and readable prompts that mimic an adapter", "§5, Eqs. 11–13"),
+    ("reward", "parameter", "KL-regularized RL and DPO", "§2, Eqs. 1–3"),
+    ("parameter", "reward", "log π*/π0 as a reward; decoding-time steering", "§3, Eqs. 4–7"),
+    ("prompt", "reward", "LLM judge and contrastive scoring", "§6, Eqs. 14–15"),
+    ("reward", "prompt", "Prompt search and reward-conditioned control", "§7, Eqs. 16–18"),
+]
+EDGES = {f"{a}->{b}": EdgeSpec(a, b, title, section, REGISTRY.get(f"{a}->{b}", {}))
+         for a, b, title, section in EDGE_TITLES}
+# runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3) and a reward model learned
+# from golden-labelled data (§4.3)
+TASKS = {"best-of-n": EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", REGISTRY["best-of-n"],
+                               key="best-of-n"),
+         "reward-model": EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3",
+                                  REGISTRY["reward-model"], key="reward-model")}
 
 
 def get_task(name: str) -> EdgeSpec:

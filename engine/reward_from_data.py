@@ -25,8 +25,10 @@ from engine.errors import LabInputError
 from engine.evaluation import sample_and_score
 from engine.prompt_to_reward import DERIVED
 from engine.references import resolve_policy
-from engine.rewards import build_model_reward, pair_accuracy
+from engine.reward_models import build_model_reward
+from engine.rewards import pair_accuracy
 from engine.run_types import Result, RunContext, opt
+from engine.methods import register
 
 TASK = "reward-model"
 EQUATION = {"outcome": "Eq. 8", "pairwise": "Eq. 4"}
@@ -181,3 +183,13 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
         row[DERIVED] = s
     return Result(metrics=metrics, samples=rows,
                   artifact={"kind": "reward", "vertex": "reward", "path": str(path), "data": spec})
+
+
+# ---------- the methods of this task ----------
+_METRICS = ("auc", "pair_accuracy", "auc_confidence", "pair_accuracy_confidence", "bon")
+register(TASK, "outcome", title="Outcome reward model (ORM) from golden-labelled replies",
+         equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
+         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward")
+register(TASK, "pairwise", title="Bradley-Terry on right-vs-wrong replies of the same input",
+         equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −Σ log σ(r_ω(x,y+) − r_ω(x,y−)), E(y+)=1, E(y−)=0 (Eq. 4)",
+         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward")

@@ -7,7 +7,7 @@
                  trained with −log σ(r(x,y+) − r(x,y−)) on preference pairs: RLCD pairs
                  y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−), or a user's JSONL file {"prompt","chosen","rejected"}
 
-Each kind is rebuilt from the JSON spec a run stores by `build(spec, host)`.
+Each kind is rebuilt from the JSON spec a run stores by `build_model_reward(spec, host)`.
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from typing import Callable
 import torch
 
 from engine.errors import LabInputError
+from engine.kl import token_logprobs
 from engine.losses import bradley_terry_loss, outcome_loss
-from engine.policies import BASE, Policy, prompted
+from engine.policies import BASE, Policy, policy_from_spec, prompted
 
 Reward = Callable[[list[str], list[str]], list[float]]
 SCORE_PREFIX = "Score: "          # the judge's reply starts here; the next token is the score digit
-SCORES = tuple(range(1, 10))      # "1".."9": single tokens in SmolLM2's vocabulary
+SCORES = tuple(range(1, 10))      # "1".."9": each must follow "Score: " as one token (checked per tokenizer)
 BATCH = 16
 
 
@@ -52,9 +53,7 @@ def contrastive_token_scores(logits_plus: torch.Tensor, logits_minus: torch.Tens
     Returns:
         (B, T) per-token scores.
     """
-    def logp(logits):
-        return torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (logp(logits_plus) - logp(logits_minus)) * mask
+    return (token_logprobs(logits_plus, targets) - token_logprobs(logits_minus, targets)) * mask
 
 
 def contrastive_score(token_scores: torch.Tensor, mask: torch.Tensor, aggregate: str = "sum") -> torch.Tensor:
@@ -67,9 +66,9 @@ def contrastive_score(token_scores: torch.Tensor, mask: torch.Tensor, aggregate:
 def judge_reward(spec: dict, host) -> Reward:
     system, template = _field(spec, "system"), _field(spec, "template")
     policy = Policy(system=system, label="judge")
-    prefix = host.tok(SCORE_PREFIX, add_special_tokens=False)["input_ids"]
-    score_ids = torch.tensor([host.tok.convert_tokens_to_ids(str(s)) for s in SCORES])
-    values = torch.tensor(SCORES, dtype=torch.float32)
+    prefix, ids = host.token_after(SCORE_PREFIX, [str(s) for s in SCORES])   # found from the tokenizer
+    score_ids = torch.tensor(ids, device=host.device)
+    values = torch.tensor(SCORES, dtype=torch.float32, device=host.device)
 
     @torch.no_grad()
     def reward(inputs: list[str], outputs: list[str]) -> list[float]:
@@ -90,7 +89,8 @@ def fill_template(template: str, x: str, y: str) -> str:
 
 # ---------- contrastive scoring (Eq. 15) ----------
 def contrastive_reward(spec: dict, host) -> Reward:
-    plus, minus = prompted(_field(spec, "z_plus"), "z+"), prompted(_field(spec, "z_minus"), "z-")
+    plus, minus = (prompted(_field(spec, k), label, tuple(tuple(t) for t in spec.get(f"{k}_turns") or ()))
+                   for k, label in (("z_plus", "z+"), ("z_minus", "z-")))
     aggregate = spec.get("aggregate", "sum")
     if aggregate not in ("sum", "mean"):
         raise LabInputError(f"reward.aggregate: {aggregate!r} is not one of sum, mean")
@@ -147,8 +147,8 @@ def pool_hidden(h: torch.Tensor, reply: torch.Tensor, pooling: str = "reply-mean
     if pooling not in POOLINGS:
         raise LabInputError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
     mean = (h * reply[..., None]).sum(1) / reply.sum(1, keepdim=True).clamp(min=1)
-    last_pos = (reply * torch.arange(reply.shape[1], dtype=reply.dtype)).argmax(1)     # index of the last 1
-    last = h[torch.arange(h.shape[0]), last_pos]
+    last_pos = (reply * torch.arange(reply.shape[1], dtype=reply.dtype, device=reply.device)).argmax(1)
+    last = h[torch.arange(h.shape[0], device=h.device), last_pos]            # at the reply's last token
     return {"reply-mean": mean, "last": last, "mean+last": torch.cat([mean, last], -1)}[pooling]
 
 
@@ -157,7 +157,7 @@ def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: in
                     on_batch=None, pooling: str = "reply-mean", system: str | None = None) -> torch.Tensor:
     """(N, H) features of π0's last hidden states over each reply's tokens (right padding; `pool_hidden` says
     how), reading the chat with the system message `system` (None: the neutral one). Computed once, without
-    gradients: the base stays frozen."""
+    gradients: the base stays frozen. Features come back on the CPU, where the small heads train."""
     feats = []
     context = prompted(system) if system else BASE
     for b in range(0, len(xs), batch_size):
@@ -171,11 +171,12 @@ def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: in
             ids[i, :len(p) + len(y)] = torch.tensor(p + y)
             attn[i, :len(p) + len(y)] = 1
             reply[i, len(p):len(p) + len(y)] = 1.0
+        ids, attn, reply = (t.to(host.device) for t in (ids, attn, reply))
         with host.use(BASE) as model:
             out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False,
                         logits_to_keep=1)
         h = out.hidden_states[-1].float()  # (B, L, H), after the final norm
-        feats.append(pool_hidden(h, reply, pooling))
+        feats.append(pool_hidden(h, reply, pooling).cpu())
         if on_batch:
             on_batch(min(b + batch_size, len(xs)), len(xs))
     return torch.cat(feats)
@@ -314,7 +315,6 @@ def _preference_line(line: str, n: int, field: str) -> dict:
 # ---------- log-ratio of two policies (Eq. 4, parameter->reward) ----------
 def log_ratio_reward(spec: dict, host) -> Reward:
     """r*(x,y) = log π*(y|x) − log π0(y|x) for the two policies stored in the spec (engine/references.py)."""
-    from engine.references import policy_from_spec
     for key in ("star", "zero"):
         if not isinstance(spec.get(key), dict):
             raise LabInputError(f"reward.{key}: missing policy for kind 'log-ratio'")
@@ -338,7 +338,9 @@ BUILDERS: dict[str, Callable[[dict, object], Reward]] = {
 }
 
 
-def build(spec: dict, host) -> Reward:
+def build_model_reward(spec: dict, host) -> Reward:
+    """Rebuild a model-based reward from the JSON spec a run stores: {"kind": "judge" | "contrastive" |
+    "bradley-terry" | "outcome" | "log-ratio", ...}. `host` serves the base model π0."""
     if not isinstance(spec, dict) or spec.get("kind") not in BUILDERS:
         kind = spec.get("kind") if isinstance(spec, dict) else None
         raise LabInputError(f"reward.kind: {kind!r} is not a model reward; choose one of {', '.join(BUILDERS)}")

@@ -12,19 +12,26 @@ train reward, loss, and every `eval_every` steps held-out reward and KL to π0 (
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
+from engine import training
 from engine.evaluation import Scored, kl_to_cached, reply_logprobs, sample_and_score
+from engine.kl import sequence_logprob
 from engine.lora import lora_config, parse_targets
 from engine.policies import BASE, Policy, with_adapter
-from engine.prompt_to_parameter import lr_at
+from engine.prompt_to_parameter import shuffled_batches
 from engine.references import resolve_reward
-from engine.rl_objectives import dpo_loss, kl_shaped_reward, policy_gradient_loss, rloo_advantages
+from engine.rl_objectives import (
+    dpo_loss,
+    kl_shaped_reward,
+    policy_gradient_loss,
+    rloo_advantages,
+)
 from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.methods import register
 
 EDGE = "reward->parameter"
 MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over the step's samples)
@@ -43,7 +50,7 @@ class RLConfig:
     lr: float = opt(2e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
     lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
     lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
-    lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
+    lora_targets: str = opt("attention", "Modules that get LoRA: attention (the model's attention projections, found in the model), mlp, or a comma list of module names such as q_proj,v_proj.")
     temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
     max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
@@ -64,7 +71,9 @@ METHODS = {
 }
 
 
-def run(method: str, config: RLConfig, ctx: RunContext) -> Result:
+def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = None) -> Result:
+    """Train a LoRA adapter on the reward with `loss(config, host, policy, batch) -> (loss, points)` (default:
+    this edge's own LOSS[method]); another file's method passes its own loss (reward_to_parameter_simpo.py)."""
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     reward = resolve_reward(config.reward, ctx)
     held_x = sc.heldout_inputs[:config.n_heldout or None]
@@ -78,7 +87,7 @@ def run(method: str, config: RLConfig, ctx: RunContext) -> Result:
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     try:
-        _train(method, config, ctx, policy, reward)
+        _train(loss or LOSS[method], config, ctx, policy, reward)
         held_after = held(policy, 0.9, 0.96, "trained")
         progress(0.96, "held-out: KL to π0")
         kl, kl_seq = kl_to_base(host, policy, held_after)
@@ -115,31 +124,22 @@ def _reference_metrics(config, sc, before: Scored, after: Scored) -> dict:
 
 
 # ---------- training ----------
-def _train(method: str, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> None:
-    host, progress = ctx.host, ctx.on_progress
+def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> None:
+    """On-policy: every step samples k replies per input from the current policy, then takes one update."""
+    host = ctx.host
     train_x = ctx.scenario.train_inputs[:config.n_train or None]
-    params = host.trainable_parameters(policy.adapter)
-    opt_ = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    rng = random.Random(config.seed)
-    order: list[str] = []
-    t0 = time.perf_counter()
-    for step in range(config.steps):
-        if len(order) < config.batch_size:
-            order += rng.sample(train_x, len(train_x))
-        xs, order = order[:config.batch_size], order[config.batch_size:]
-        host.model.eval()
+    batches = shuffled_batches(len(train_x), config.batch_size, random.Random(config.seed))
+
+    def step(i):
+        xs = [train_x[j] for j in next(batches)]
+        host.model.eval()   # sampling (and mixed-adapter batches) refuse training mode
         batch = sample_and_score(host, policy, xs, reward, config.k, config.max_new_tokens, config.temperature,
-                                 seed=config.seed * 100003 + step + 17)
-        for g in opt_.param_groups:
-            g["lr"] = lr_at(step, config.steps, config.lr)
-        points = STEP[method](config, host, policy, batch, opt_, params)
-        points |= {"train_reward": batch.mean_reward, "step_s": (time.perf_counter() - t0) / (step + 1)}
-        last = step + 1 == config.steps
-        if config.eval_every and (step + 1) % config.eval_every == 0 and not last:
-            points |= _live_eval(config, host, policy, reward, ctx.scenario.heldout_inputs)
-        progress(0.1 + 0.8 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}",
-                 step=step + 1, points=points)
-    host.model.eval()
+                                 seed=config.seed * 100003 + i + 17)
+        loss, points = loss_fn(config, host, policy, batch)
+        return loss, points | {"train_reward": batch.mean_reward}
+    training.train(host.trainable_parameters(policy.adapter), config.steps, config.lr, step, ctx.on_progress,
+                   (0.1, 0.9), host.model, config.eval_every,
+                   lambda: _live_eval(config, host, policy, reward, ctx.scenario.heldout_inputs))
 
 
 def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool) -> torch.Tensor:
@@ -148,13 +148,13 @@ def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], gra
     for b in range(0, len(xs), MICRO_BATCH):
         with host.autocast():
             logits, targets, mask = host.batch_logits(policy, xs[b:b + MICRO_BATCH], ys[b:b + MICRO_BATCH], grad=grad)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        out.append((logp * mask).sum(-1))
+        out.append(sequence_logprob(logits, targets, mask))
     return torch.cat(out)
 
 
-def _rloo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
-    r = torch.tensor(batch.rewards)
+def _rloo_loss(config, host, policy, batch: Scored) -> tuple[torch.Tensor, dict]:
+    """Eq. 1 with the RLOO baseline: the policy-gradient loss on KL-shaped rewards."""
+    r = torch.tensor(batch.rewards, device=host.device)
     with torch.no_grad():
         logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False)
     host.model.train()
@@ -162,15 +162,15 @@ def _rloo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     shaped = kl_shaped_reward(r, logp.detach(), logp_ref, config.beta)        # (B*k,)
     adv = rloo_advantages(shaped.view(-1, config.k)).flatten()
     loss = policy_gradient_loss(adv, logp)
-    _apply(loss, opt_, host, params)
     n_tokens = sum(len(t) for t in batch.token_ids)
-    return {"loss": loss.item(), "kl_sample": float((logp.detach() - logp_ref).sum()) / n_tokens}
+    return loss, {"kl_sample": float((logp.detach() - logp_ref).sum()) / n_tokens}
 
 
-def _dpo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
+def _dpo_loss(config, host, policy, batch: Scored) -> tuple[torch.Tensor | None, dict]:
+    """Online DPO on the best and worst reply of each group of k (no loss when every group is tied)."""
     pairs = best_worst_pairs(batch.rewards, config.k)
     if not pairs:   # every group tied: nothing to learn from this batch
-        return {"pairs": 0.0}
+        return None, {"pairs": 0.0}
     idx = [i for pair in pairs for i in pair]
     xs, ys = [batch.inputs[i] for i in idx], [batch.token_ids[i] for i in idx]
     with torch.no_grad():
@@ -178,8 +178,7 @@ def _dpo_step(config, host, policy, batch: Scored, opt_, params) -> dict:
     host.model.train()
     logp = sequence_logps(host, policy, xs, ys, grad=True)
     loss = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], config.beta)
-    _apply(loss, opt_, host, params)
-    return {"loss": loss.item(), "pairs": float(len(pairs))}
+    return loss, {"pairs": float(len(pairs))}
 
 
 def best_worst_pairs(rewards: list[float], k: int) -> list[tuple[int, int]]:
@@ -193,15 +192,7 @@ def best_worst_pairs(rewards: list[float], k: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def _apply(loss: torch.Tensor, opt_, host, params) -> None:
-    opt_.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt_.step()
-    host.model.eval()   # sampling and mixed-adapter batches (steering) refuse training mode
-
-
-STEP = {"rloo": _rloo_step, "dpo": _dpo_step}
+LOSS = {"rloo": _rloo_loss, "dpo": _dpo_loss}
 
 
 def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict[str, float]:
@@ -211,3 +202,13 @@ def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict
     s = sample_and_score(host, policy, xs, reward, 2, config.max_new_tokens, config.eval_temperature, config.seed + 7)
     kl, kl_seq = (0.0, 0.0) if policy.adapter is None else kl_to_base(host, policy, s)
     return {"reward": s.mean_reward, "kl_to_base": kl, "kl_to_base_seq": kl_seq}
+
+
+# ---------- the methods of this edge ----------
+_METRICS = ("reward_before", "reward_after", "kl_to_base")
+register(EDGE, "rloo", title="KL-regularized policy gradient (RLOO)",
+         equation="max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["rloo"])
+register(EDGE, "dpo", title="Online DPO on best-vs-worst samples",
+         equation="min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["dpo"])

@@ -20,9 +20,10 @@ from typing import ClassVar
 from engine.errors import LabInputError
 from engine.evaluation import Scored, sample_and_score
 from engine.lora import parse_targets
+from engine.policies import Prompt
 from engine.prompt_search import calls_per_candidate
 from engine.reward_conditioning import DEFAULT_FORMAT, check_format
-from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.run_types import opt, precision_opt
 from engine.settings import ASSETS_DIR
 
 EDGE = "reward->prompt"
@@ -49,7 +50,7 @@ class SearchConfig:
     rewrites: int = opt(2, "Rewrites of the parents the model writes per iteration.", 0, 32)
     edits: int = opt(2, "Edit-operator proposals (drop, swap, repeat, splice sentences) per iteration.", 0, 32)
     demonstrations: int = opt(1, "Proposals per iteration that append a parent's best-scoring reply to it as a "
-                                 "worked example (a ChatML turn in z; at most 3 per prompt).", 0, 8)
+                                 "worked example (a demonstration turn after z; at most 3 per prompt).", 0, 8)
     rewrite_temperature: float = opt(0.9, "Sampling temperature of the model's rewrites.", 0.05, 2.0)
     finalists: int = opt(3, "Best candidates re-scored, with the seed, on the other train inputs (1 sample "
                             "each) before the pick; guards against a lucky score. 0 = search score only.", 0, 16)
@@ -92,7 +93,7 @@ class ConditionedConfig:
     lr: float = opt(3e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
     lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
     lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
-    lora_targets: str = opt("q_proj,k_proj,v_proj,o_proj", "Comma list of modules that get LoRA.")
+    lora_targets: str = opt("attention", "Modules that get LoRA: attention (the model's attention projections, found in the model), mlp, or a comma list of module names such as q_proj,v_proj.")
     precision: str = precision_opt()
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
     n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
@@ -108,14 +109,6 @@ class ConditionedConfig:
 
 
 METHODS = {"search": {}, "conditioned": {}}
-
-
-def run(method: str, config, ctx: RunContext) -> Result:
-    if method == "search":
-        from engine.reward_to_prompt_search import run_search
-        return run_search(config, ctx)
-    from engine.reward_to_prompt_conditioned import run_conditioned
-    return run_conditioned(config, ctx)
 
 
 def data_policies(text: str) -> list[str]:
@@ -145,15 +138,16 @@ def default_candidates_file(scenario_name: str) -> str:
     return str(own if own.is_file() else PROMPTS_DIR / "generic.txt")
 
 
-def seed_pool(config: SearchConfig, scenario) -> list[tuple[str, str]]:
-    """(prompt, origin) to start from, without repeats: the scenario's z first, then yours, then the list."""
+def seed_pool(config: SearchConfig, scenario) -> list[tuple[Prompt, str]]:
+    """(prompt, origin) to start from, without repeats: the scenario's z first (with its demonstrations), then
+    yours, then the list."""
     typed = [s.strip() for s in config.seed_prompts.split(SEPARATOR) if s.strip()]
     listed = read_candidates(config.candidates_file.strip() or default_candidates_file(scenario.name))
-    out: list[tuple[str, str]] = []
-    for text, origin in ([(scenario.prompt, "seed")] + [(t, "yours") for t in typed]
-                         + [(t, "candidate list") for t in listed]):
-        if all(text != t for t, _ in out):
-            out.append((text, origin))
+    out: list[tuple[Prompt, str]] = []
+    for z, origin in ([(scenario.z, "seed")] + [(Prompt(t), "yours") for t in typed]
+                      + [(Prompt(t), "candidate list") for t in listed]):
+        if all(z != p for p, _ in out):
+            out.append((z, origin))
     return out
 
 

@@ -9,22 +9,31 @@ same seed; reported are the achieved reward per level, its Spearman correlation 
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 
+from engine import training
 from engine.errors import LabInputError
 from engine.evaluation import Scored, sample_and_score
+from engine.kl import sequence_logprob
 from engine.lora import lora_config
 from engine.losses import imitation_loss
-from engine.policies import BASE, Policy, prompted
-from engine.prompt_to_parameter import lr_at
+from engine.policies import BASE, Policy, Prompt
 from engine.references import resolve_reward
-from engine.reward_conditioning import (control_prompt, control_reward, level_batches, level_contrast_loss,
-                                        level_of, level_thresholds, other_level, quantile_levels)
-from engine.reward_to_prompt import ConditionedConfig, data_policies, held_out
+from engine.reward_conditioning import (
+    control_prompt,
+    control_reward,
+    level_batches,
+    level_contrast_loss,
+    level_of,
+    level_thresholds,
+    other_level,
+    quantile_levels,
+)
+from engine.reward_to_prompt import EDGE, ConditionedConfig, data_policies, held_out
 from engine.rewards import spearman
 from engine.run_types import Result, RunContext
+from engine.methods import register
 
 
 def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
@@ -51,11 +60,12 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
         raise
     metrics = _level_metrics(by_level, thresholds, data.rewards, levels, k) | {"reward_base": held_base.mean_reward,
                                                                                "n_train_samples": len(levels)}
-    artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
-                "data": {"adapter_name": name, "method": "conditioned", "control_format": config.control_format,
-                         "levels": k, "level_thresholds": thresholds,
-                         "system": control_prompt(config.control_format, k, k),   # the top level, as a policy
-                         "reward": config.reward.strip() or "reference"}}
+    # the prompt vertex: the control prompt z(s) of the top level, which works through the adapter trained with
+    # it (Eq. 17 optimizes both); used as a policy, the artifact is that adapter + z(top level)
+    artifact = {"kind": "prompt", "vertex": "prompt", "path": str(out),
+                "data": {"prompt_text": control_prompt(config.control_format, k, k), "adapter_name": name,
+                         "method": "conditioned", "control_format": config.control_format,
+                         "levels": k, "level_thresholds": thresholds, "reward": config.reward.strip() or "reference"}}
     samples = held_base.rows() + [row for s in by_level for row in s.rows()]
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
@@ -63,14 +73,14 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
 def _training_set(config: ConditionedConfig, ctx: RunContext, reward) -> Scored:
     """D: replies of each data policy on the train inputs, scored; only the rewards decide the levels."""
     sc = ctx.scenario
-    prompts = {"base": None, "prompt": sc.prompt, "negative": sc.negative_prompt.strip()}
+    prompts = {"base": None, "prompt": sc.z, "negative": Prompt(sc.negative_prompt.strip())}
     names = data_policies(config.data_policies)
-    if "negative" in names and not prompts["negative"]:
+    if "negative" in names and not prompts["negative"].text:
         raise LabInputError("data_policies: the scenario has no negative_prompt; drop 'negative'")
     xs = sc.train_inputs[:config.n_train or None]
     parts = []
     for i, n in enumerate(names):
-        policy = BASE if prompts[n] is None else prompted(prompts[n], n)
+        policy = BASE if prompts[n] is None else prompts[n].policy(n)
         parts.append(sample_and_score(ctx.host, policy, xs, reward, config.data_samples, config.max_new_tokens,
                                       config.data_temperature, config.seed + 100 * i, on_batch=lambda j, m, i=i:
                                       ctx.on_progress(0.2 * (i + j / m) / len(names), f"training set: {n}")))
@@ -96,35 +106,26 @@ def _level_metrics(by_level: list[Scored], thresholds, train_rewards, train_leve
 def _train(config: ConditionedConfig, ctx: RunContext, name: str, data: Scored, levels: list[int]) -> None:
     """Eq. 17 as the likelihood of y under its own level's z(s), plus `contrast` × the level-contrast term
     against a random other level; one level per batch."""
-    host, progress, k = ctx.host, ctx.on_progress, config.levels
-    params = host.trainable_parameters(name)
-    opt_ = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    host, k = ctx.host, config.levels
     rng, batches = random.Random(config.seed), []
     host.model.train()
-    t0 = time.perf_counter()
-    for step in range(config.steps):
+
+    def step(i):
+        nonlocal batches
         if not batches:
             batches = level_batches(levels, config.batch_size, rng)
         idx = batches.pop()
         xs, ys = [data.inputs[i] for i in idx], [data.token_ids[i] for i in idx]
-        for g in opt_.param_groups:
-            g["lr"] = lr_at(step, config.steps, config.lr)
         logits, targets, mask = _logits(config, host, name, levels[idx[0]], xs, ys)
         nll = imitation_loss(logits, targets, mask)   # Eq. 17, per token
         points = {"loss": nll.item()}
-        loss = nll
-        if config.contrast > 0:
-            other = _logits(config, host, name, other_level(levels[idx[0]], k, rng), xs, ys)
-            contrast = level_contrast_loss(_seq_logp(logits, targets, mask), _seq_logp(*other))
-            loss = nll + config.contrast * contrast
-            points["level_contrast"] = contrast.item()
-        opt_.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt_.step()
-        progress(0.2 + 0.55 * (step + 1) / config.steps, f"training step {step + 1}/{config.steps}", step=step + 1,
-                 points=points | {"step_s": (time.perf_counter() - t0) / (step + 1)})
-    host.model.eval()
+        if config.contrast <= 0:
+            return nll, points
+        other = _logits(config, host, name, other_level(levels[idx[0]], k, rng), xs, ys)
+        contrast = level_contrast_loss(sequence_logprob(logits, targets, mask), sequence_logprob(*other))
+        return nll + config.contrast * contrast, points | {"level_contrast": contrast.item()}
+    training.train(host.trainable_parameters(name), config.steps, config.lr, step, ctx.on_progress, (0.2, 0.75),
+                   host.model)
 
 
 def _logits(config: ConditionedConfig, host, name: str, level: int, xs, ys):
@@ -133,7 +134,7 @@ def _logits(config: ConditionedConfig, host, name: str, level: int, xs, ys):
         return host.batch_logits(policy, xs, ys, grad=True)
 
 
-def _seq_logp(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) log π(y|x) summed over the reply tokens."""
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (logp * mask).sum(-1)
+register(EDGE, "conditioned", title="Reward-conditioned training with control prompts z(s)",
+         equation="max_{π,z} E_{(x,y)~D}[π(y|x, z(r(x,y)))]   (Eq. 17)",
+         config=ConditionedConfig, run=lambda method, config, ctx: run_conditioned(config, ctx), artifact="prompt",
+         metrics=("levels", "reward_by_level", "spearman_level_vs_reward"))

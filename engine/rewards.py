@@ -124,16 +124,6 @@ def check_reward_inputs(spec: dict, inputs: list[str]) -> None:
             raise LabInputError(f"reward.answers: no golden answer for input {missing[0]!r}")
 
 
-# ---------- rewards read off the model (prompt->reward artifacts) ----------
-def build_model_reward(spec: dict, host) -> Reward:
-    """Rebuild a model-based reward from the JSON spec a prompt->reward run stores:
-    {"kind": "judge" | "contrastive" | "bradley-terry", ...}. `host` serves the base model π0.
-
-    The reference rewards above need no model; these do, so torch is imported only here.
-    """
-    from engine.reward_models import build
-    return build(spec, host)
-
 
 # ---------- agreement between two rewards (pure; no model) ----------
 def pair_accuracy(derived: list[float], reference: list[float], groups: list) -> tuple[float | None, int]:

@@ -1,6 +1,9 @@
 """Scenarios: one adaptation goal with an artifact at each vertex (inputs, prompt z and z-, reward r).
 
-Built-ins live in assets/scenarios/NAME.json; a user file with the same schema loads the same way.
+Built-ins live in assets/scenarios/NAME.json; a user file with the same schema loads the same way. The
+prompt z is a system text plus optional demonstration turns (`"demonstrations": [{"user", "assistant"}]`),
+rendered by the model's own chat format: no chat-control tokens in a scenario. A file written for an older
+lab, with ChatML turns inside its prompt text, still loads: the turns are read out of the text.
 """
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LabInputError
+from engine.policies import Policy, Prompt
 from engine.rewards import Reward, build_reward, check_reward_inputs
 from engine.settings import ASSETS_DIR
 
 SCENARIO_DIR = ASSETS_DIR / "scenarios"
 MIN_TRAIN, MIN_HELDOUT = 8, 4
 REQUIRED = ("name", "prompt", "reward", "train_inputs", "heldout_inputs")
-OPTIONAL = ("description", "negative_prompt")
+OPTIONAL = ("description", "negative_prompt", "demonstrations")
+CHATML = ("<|im_start|>", "<|im_end|>")
 
 
 @dataclass(frozen=True)
@@ -27,15 +32,28 @@ class Scenario:
     heldout_inputs: list[str]
     description: str = ""
     negative_prompt: str = ""
+    demonstrations: tuple[tuple[str, str], ...] = ()   # (user, assistant) turns after the system text z
     source: str = field(default="", compare=False)
 
     def reward(self) -> Reward:
         return build_reward(self.reward_spec)
 
+    @property
+    def z(self) -> Prompt:
+        """The scenario's prompt z: its system text with its demonstration turns."""
+        return Prompt(self.prompt, self.demonstrations)
+
+    def prompt_policy(self, label: str = "prompt") -> Policy:
+        """π0(·|x, z)."""
+        return self.z.policy(label)
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "prompt": self.prompt,
-                "negative_prompt": self.negative_prompt, "reward": self.reward_spec,
-                "train_inputs": self.train_inputs, "heldout_inputs": self.heldout_inputs}
+        d = {"name": self.name, "description": self.description, "prompt": self.prompt,
+             "negative_prompt": self.negative_prompt, "reward": self.reward_spec,
+             "train_inputs": self.train_inputs, "heldout_inputs": self.heldout_inputs}
+        if self.demonstrations:
+            d["demonstrations"] = [{"user": u, "assistant": a} for u, a in self.demonstrations]
+        return d
 
 
 def builtin_scenarios() -> list[str]:
@@ -78,10 +96,52 @@ def parse_scenario(data: object, source: str = "") -> Scenario:
     train = _input_pool(data, "train_inputs", MIN_TRAIN)
     heldout = _input_pool(data, "heldout_inputs", MIN_HELDOUT)
     check_reward_inputs(data["reward"], train + heldout)  # e.g. a golden answer for every input
-    return Scenario(name=data["name"].strip(), prompt=data["prompt"].strip(), reward_spec=data["reward"],
+    prompt, old_turns = split_chatml(data["prompt"].strip())
+    turns = parse_demonstrations(data.get("demonstrations", []), "scenario.demonstrations")
+    if old_turns and turns:
+        raise LabInputError("scenario.prompt: holds ChatML turns and the file has demonstrations too; "
+                            "keep only the demonstrations list")
+    for key in ("prompt", "negative_prompt"):
+        if any(m in (prompt if key == "prompt" else data.get(key, "")) for m in CHATML):
+            raise LabInputError(f"scenario.{key}: chat-control tokens ({', '.join(CHATML)}) belong to one model's "
+                                "chat format; write the instruction as text and examples as demonstrations")
+    return Scenario(name=data["name"].strip(), prompt=prompt, reward_spec=data["reward"],
                     train_inputs=train, heldout_inputs=heldout,
                     description=data.get("description", ""), negative_prompt=data.get("negative_prompt", ""),
-                    source=source)
+                    demonstrations=old_turns or turns, source=source)
+
+
+def parse_demonstrations(raw: object, field: str) -> tuple[tuple[str, str], ...]:
+    """[{"user": ..., "assistant": ...}, ...] -> ((user, assistant), ...); errors name the item and key."""
+    if not isinstance(raw, list):
+        raise LabInputError(f"{field}: must be a list of {{\"user\": ..., \"assistant\": ...}} objects")
+    turns = []
+    for i, turn in enumerate(raw):
+        if not isinstance(turn, dict) or set(turn) != {"user", "assistant"}:
+            raise LabInputError(f"{field}[{i}]: must be an object with exactly the keys user and assistant")
+        for key in ("user", "assistant"):
+            if not isinstance(turn[key], str) or not turn[key].strip():
+                raise LabInputError(f"{field}[{i}].{key}: must be non-empty text")
+        turns.append((turn["user"].strip(), turn["assistant"].strip()))
+    return tuple(turns)
+
+
+def split_chatml(prompt: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """An older scenario's prompt, "z<|im_end|>\n<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\ny...",
+    as (z, ((x, y), ...)). A prompt without ChatML comes back as it is."""
+    if CHATML[1] not in prompt:
+        return prompt, ()
+    head, *turns = prompt.split(CHATML[1])
+    pairs, user = [], None
+    for t in turns:
+        t = t.strip()
+        role, _, text = t.removeprefix(CHATML[0]).partition("\n")
+        if role == "user":
+            user = text.strip()
+        elif role == "assistant" and user is not None:
+            pairs.append((user, text.strip()))
+            user = None
+    return head.strip(), tuple(pairs)
 
 
 def _input_pool(data: dict, key: str, minimum: int) -> list[str]:

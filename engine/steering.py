@@ -116,24 +116,13 @@ def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed,
 
 
 def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperature, gen) -> list[list[int]]:
-    """The shared sampling loop: `step(tokens or None)` returns (G, P, V) next-token logits."""
+    """The host's decode loop over `step(tokens or None)` -> (G, P, V) logits, each token drawn from Eq. 7."""
     i1, i_star, i0 = slots
-    done = torch.zeros(G, dtype=torch.bool)
-    out_tokens = []
-    with host.autocast():
-        logits = step(None)
-        for _ in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float(), -1)                           # (G, P, V)
-            mixed = steered_logprobs(logp[:, i1], logp[:, i_star], logp[:, i0], w)  # (G, V)
-            nxt = sample_next(mixed, temperature, 1.0, gen)
-            nxt = torch.where(done, torch.full_like(nxt, host.pad_id), nxt)
-            out_tokens.append(nxt)
-            done |= nxt == host.eos_id
-            if bool(done.all()):
-                break
-            logits = step(nxt)
-    rows = torch.stack(out_tokens, 1).tolist()
-    return [row[:row.index(host.eos_id) + 1] if host.eos_id in row else row for row in rows]
+
+    def next_token(logits):
+        logp = torch.log_softmax(logits.float(), -1)                           # (G, P, V)
+        return sample_next(steered_logprobs(logp[:, i1], logp[:, i_star], logp[:, i0], w), temperature, 1.0, gen)
+    return host.decode_loop(step, G, max_new_tokens, next_token)
 
 
 def _batched_step_fn(host, steer: Steer, xs: list[str]):
@@ -155,7 +144,7 @@ def _batched_step_fn(host, steer: Steer, xs: list[str]):
     def step(tokens):
         if tokens is None:
             return torch.stack([lg for _, _, lg in prefills], 1)      # (G, P, V)
-        state["attn"] = torch.cat([state["attn"], torch.ones((P * G, 1), dtype=state["attn"].dtype)], 1)
+        state["attn"] = torch.cat([state["attn"], state["attn"].new_ones((P * G, 1))], 1)
         state["pos"] = state["pos"] + 1
         out = host.model(input_ids=tokens.repeat(P)[:, None], attention_mask=state["attn"],
                          position_ids=state["pos"], past_key_values=state["cache"], use_cache=True, **extra)
@@ -166,7 +155,7 @@ def _batched_step_fn(host, steer: Steer, xs: list[str]):
 def _prefill(host, policy: Policy, xs: list[str]):
     """Run one policy over the prompts of all inputs: (cache, attention mask, next-token logits (G, V))."""
     from transformers import DynamicCache
-    ids, attn = left_pad([host.prefix_ids(policy, x) for x in xs], host.pad_id)
+    ids, attn = (t.to(host.device) for t in left_pad([host.prefix_ids(policy, x) for x in xs], host.pad_id))
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     extra = {"adapter_names": [policy.adapter or BASE_ADAPTER] * len(xs)} if host.peft is not None else {}
     cache = DynamicCache()
@@ -182,7 +171,7 @@ def _left_pad_to(t: torch.Tensor, L: int, dim: int = 1) -> torch.Tensor:
         return t
     shape = list(t.shape)
     shape[dim] = pad
-    return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim)
+    return torch.cat([t.new_zeros(shape), t], dim)
 
 
 def _merge_caches(caches, L: int):
@@ -215,14 +204,14 @@ def _rows_step(host, policies: list[Policy], xs: list[str], forward):
     from transformers import DynamicCache
     P = len(policies)
     prefixes = [host.prefix_ids(p, x) for x in xs for p in policies]
-    ids, attn = left_pad(prefixes, host.pad_id)
+    ids, attn = (t.to(host.device) for t in left_pad(prefixes, host.pad_id))
     state = {"attn": attn, "pos": (attn.cumsum(-1) - 1).clamp(min=0), "cache": DynamicCache()}
 
     def step(tokens):
         if tokens is None:
             inp = ids
         else:
-            state["attn"] = torch.cat([state["attn"], torch.ones((len(prefixes), 1), dtype=attn.dtype)], 1)
+            state["attn"] = torch.cat([state["attn"], attn.new_ones((len(prefixes), 1))], 1)
             state["pos"] = state["pos"][:, -1:] + 1
             inp = tokens.repeat_interleave(P)[:, None]
         out = forward(input_ids=inp, attention_mask=state["attn"], position_ids=state["pos"],

@@ -77,3 +77,35 @@ def test_lab_model_accepts_a_local_directory(host, model_cache_dir):
     other = ModelHost(str(local), model_cache_dir)
     x, y = ["Hi"], [host.reply_ids("Hello.")]
     assert abs(other.sequence_logprobs(BASE, x, y)[0] - host.sequence_logprobs(BASE, x, y)[0]) < 1e-4
+
+
+def test_an_exported_adapter_is_a_real_peft_checkpoint_naming_the_hub_model(host, tmp_path):
+    """adapter_config.json names the model's hub id; PeftModel.from_pretrained on a freshly loaded base
+    reproduces the lab's log-probs."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.model_loading import resolve_model_dir
+    host.add_lora("t-export", lora_config(4, 8))          # default targets: the attention projections
+    try:
+        with torch.no_grad():
+            for p in host.trainable_parameters("t-export"):
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        saved = host.save_adapter("t-export", tmp_path / "export")
+        config = json.loads((saved / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+        x, y = ["Describe the sea."], [host.reply_ids("The sea is calm and blue today.")]
+        lab = host.sequence_logprobs(with_adapter("t-export"), x, y)[0]
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_dir("embedded", host.model_cache_root),
+                                                    dtype=torch.float32)
+        peft = PeftModel.from_pretrained(base, str(saved)).eval()
+        ids = host.prefix_ids(BASE, x[0])
+        with torch.no_grad():
+            logp = torch.log_softmax(peft(input_ids=torch.tensor([ids + y[0]])).logits[0].float(), -1)
+        theirs = float(sum(logp[len(ids) - 1 + t, tok] for t, tok in enumerate(y[0])))
+        assert abs(theirs - lab) < 1e-3 and abs(lab - host.sequence_logprobs(BASE, x, y)[0]) > 1e-2
+    finally:
+        host.delete_adapter("t-export")

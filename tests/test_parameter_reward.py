@@ -9,7 +9,8 @@ from engine.errors import LabInputError
 from engine.evaluation import Scored
 from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
-from engine.reward_to_parameter import RLConfig, STEP, sequence_logps
+from engine.reward_to_parameter import LOSS, RLConfig, sequence_logps
+from engine.training import update
 from engine.steering import Steer, apply_preset, steered_generate, steered_generate_sequential
 
 RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
@@ -45,7 +46,7 @@ def test_one_update_raises_the_better_reply_over_the_worse(host, method):
         margin = lambda: (lambda lp: float(lp[0] - lp[1]))(sequence_logps(host, policy, xs, ys, False))
         before = margin()
         for _ in range(2):  # LoRA's B starts at zero: the first step only moves B, the second reaches the output
-            STEP[method](config, host, policy, batch, opt, params)
+            update(opt, params, LOSS[method](config, host, policy, batch)[0])
         host.model.eval()
         assert margin() > before + 1e-3
     finally:

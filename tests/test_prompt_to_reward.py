@@ -10,11 +10,13 @@ import torch
 from engine.errors import LabInputError
 from engine.jobs import prepare
 from engine.losses import bradley_terry_loss
+from engine.policies import Prompt
 from engine.prompt_to_reward import DERIVED, PromptRewardConfig, prompt_pair
 from engine.registry import build_config, get_edge, get_method
 from engine.reward_models import (contrastive_score, contrastive_token_scores, fill_template, judge_score,
                                   load_head, load_preference_file, preference_accuracy, save_head, train_head)
-from engine.rewards import average_ranks, build_model_reward, pair_accuracy, spearman
+from engine.reward_models import build_model_reward
+from engine.rewards import average_ranks, pair_accuracy, spearman
 from engine.scenarios import load_scenario
 
 TINY = {"n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12}
@@ -97,8 +99,10 @@ def _spec(method="contrastive"):
 
 def test_prompt_pair_comes_from_the_scenario_or_typed_fields_and_must_differ():
     sc = load_scenario("sentiment")
-    assert prompt_pair(PromptRewardConfig(), sc) == (sc.prompt, sc.negative_prompt)
-    assert prompt_pair(PromptRewardConfig(z_plus="nice", z_minus="mean"), sc) == ("nice", "mean")
+    assert prompt_pair(PromptRewardConfig(), sc) == (sc.z, Prompt(sc.negative_prompt))
+    assert prompt_pair(PromptRewardConfig(z_plus="nice", z_minus="mean"), sc) == (Prompt("nice"), Prompt("mean"))
+    concise = load_scenario("concise")                    # z+ keeps the scenario's demonstration turns
+    assert prompt_pair(PromptRewardConfig(), concise)[0].turns == concise.demonstrations != ()
     no_negative = sc.__class__(**{**sc.__dict__, "negative_prompt": ""})
     with pytest.raises(LabInputError, match="z_minus: empty, and the scenario has no negative_prompt"):
         prompt_pair(PromptRewardConfig(), no_negative)

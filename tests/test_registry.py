@@ -57,3 +57,14 @@ def test_bad_settings_are_clear(overrides, message):
 def test_bad_requests_are_refused_before_anything_is_written(args, message):
     with pytest.raises(LabInputError, match=message):
         prepare(*args)
+
+
+def test_the_registry_refuses_an_artifact_off_the_edges_target_vertex():
+    from engine.methods import check_artifact, register
+    with pytest.raises(ValueError, match="target vertex 'parameter', not 'reward'"):
+        register("prompt->parameter", "wrong", title="", equation="", config=object, run=None, metrics=(),
+                 artifact="reward")
+    spec = get_method(get_edge("prompt", "parameter"), "kl")
+    check_artifact(spec, {"kind": "adapter", "vertex": "parameter"})
+    with pytest.raises(RuntimeError, match="declared artifact 'adapter' but made 'prompt'"):
+        check_artifact(spec, {"kind": "prompt", "vertex": "prompt"})

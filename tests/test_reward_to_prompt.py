@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from engine.errors import LabInputError
+from engine.policies import Prompt
 from engine.prompt_search import (Candidate, add_demonstration, clean_prompt, drop_sentence, expected_reward,
-                                  n_demonstrations, paired_advantage, per_input_means, pick_best, propose_edits,
-                                  repeat_sentence, splice, split_prompt, swap_sentences, top_candidates, trim_reply)
+                                  paired_advantage, per_input_means, pick_best, propose_edits, repeat_sentence,
+                                  splice, swap_sentences, top_candidates, trim_reply)
 from engine.registry import build_config, get_edge, get_method
 from engine.reward_conditioning import (control_prompt, control_reward, level_batches, level_contrast_loss,
                                         level_name, level_of, level_thresholds, other_level, quantile_levels)
@@ -58,19 +59,20 @@ def test_pick_best_keeps_the_seed_unless_the_gain_clears_the_margin():
     assert pick_best(seed, [_cand("same", {"a": 0.0, "b": 0.0, "c": 0.0})], margin=0.0) is seed
 
 
-# ---------- prompts: head + demonstration turns, edit operators ----------
-DEMO = "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
+# ---------- prompts: instruction + demonstration turns, edit operators ----------
+DEMO = (("Hi", "Hello!"),)
 
 
-def test_split_prompt_keeps_demonstration_turns_apart():
-    assert split_prompt("Be kind. Be brief." + DEMO) == ("Be kind. Be brief.", DEMO)
-    assert split_prompt("Be kind.") == ("Be kind.", "")
-    assert n_demonstrations("Be kind." + DEMO) == 1 and n_demonstrations("Be kind.") == 0
+def test_a_prompt_keeps_its_demonstration_turns_apart_from_the_instruction():
+    z = Prompt("Be kind. Be brief.", DEMO)
+    assert z.policy("p").system == "Be kind. Be brief." and z.policy("p").turns == DEMO
+    assert z.quotes("Hi") and z.quotes("brief") and not z.quotes("Bye")
+    assert Prompt.from_data(z.data()) == z and z.data()["demonstrations"] == [{"user": "Hi", "assistant": "Hello!"}]
 
 
-def test_add_demonstration_writes_one_chatml_turn_pair_with_the_reply_trimmed():
-    z = add_demonstration("Be kind. ", "Hi", "Hello! Nice to meet you. And then the")
-    assert z == "Be kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! Nice to meet you."
+def test_add_demonstration_adds_one_turn_pair_with_the_reply_trimmed():
+    z = add_demonstration(Prompt("Be kind. ", DEMO), "Hey", "Hello! Nice to meet you. And then the")
+    assert z == Prompt("Be kind.", DEMO + (("Hey", "Hello! Nice to meet you."),))
     assert trim_reply("No sentence end here") == "No sentence end here"
     assert trim_reply("Done. ") == "Done."
 
@@ -88,9 +90,9 @@ def test_edit_operators_on_sentences():
 
 
 def test_propose_edits_keeps_tails_and_skips_repeats():
-    out = propose_edits(["Be kind. Be warm." + DEMO], ["Smile a lot."], 3, random.Random(1))
+    out = propose_edits([Prompt("Be kind. Be warm.", DEMO)], [Prompt("Smile a lot.")], 3, random.Random(1))
     assert 1 <= len(out) <= 3 and len({t for t, _ in out}) == len(out)
-    assert all(t.endswith(DEMO) and o.startswith("edit: ") for t, o in out)
+    assert all(t.turns == DEMO and t.text != "Be kind. Be warm." and o.startswith("edit: ") for t, o in out)
 
 
 def test_clean_prompt_takes_the_first_paragraph_without_labels_or_quotes():
@@ -200,8 +202,10 @@ def test_seed_pool_puts_the_scenario_prompt_first_then_yours_then_the_list(tmp_p
     f = tmp_path / "c.txt"
     f.write_text("# a comment\n\nListed one.\nTyped one.\n", encoding="utf-8")
     pool = seed_pool(SearchConfig(seed_prompts="Typed one. | " + sc.prompt, candidates_file=str(f)), sc)
-    assert pool == [(sc.prompt, "seed"), ("Typed one.", "yours"), ("Listed one.", "candidate list")]
-    assert len(seed_pool(SearchConfig(), load_scenario("concise"))) > 1   # its own list in assets/prompts
+    assert pool == [(Prompt(sc.prompt), "seed"), (Prompt("Typed one."), "yours"), (Prompt("Listed one."), "candidate list")]
+    concise = seed_pool(SearchConfig(), load_scenario("concise"))
+    assert len(concise) > 1                                                 # its own list in assets/prompts
+    assert concise[0] == (load_scenario("concise").z, "seed") and concise[0][0].turns   # z with its turns
 
 
 def _spec(method):
@@ -278,9 +282,10 @@ def test_short_conditioned_run_reports_every_level_and_saves_the_adapter(lab):
     assert m["levels"] == 2 and len(m["reward_by_level"]) == 2 and len(m["train_reward_by_level"]) == 2
     assert m["train_reward_by_level"][0] <= m["train_reward_by_level"][1]
     assert m["spearman_level_vs_reward"] in (-1.0, 1.0, None)   # two levels: a sign, or a tie
-    assert art["kind"] == "adapter" and os.path.isfile(os.path.join(art["path"], "adapter_model.safetensors"))
+    assert (art["kind"], art["vertex"]) == ("prompt", "prompt")              # z(s) of the top level ...
+    assert os.path.isfile(os.path.join(art["path"], "adapter_model.safetensors"))   # ... with its adapter
     assert art["data"]["control_format"] == "Reward level {level} of {levels} ({name})."
-    assert art["data"]["system"] == "Reward level 2 of 2 (very high)."
+    assert art["data"]["prompt_text"] == "Reward level 2 of 2 (very high)."
     assert {r["policy"] for r in lab.samples(run_id)} == {"base", "level 1", "level 2"}
     assert [p["step"] for p in lab.points(run_id) if p["name"] == "loss"] == [1, 2, 3]
     assert m["n_train_samples"] == 8 * 3   # base, prompt and negative, one sample each per input

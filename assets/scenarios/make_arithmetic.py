@@ -14,17 +14,15 @@ NAMES = ["Tom", "Anna", "Lily", "Sam", "Mia", "Ben", "Zoe", "Max", "Ella", "Leo"
 ITEMS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "stamps", "shells", "cards", "eggs"]
 
 
-def _turn(question: str, reply: str) -> str:
-    """One demonstration turn written into z (ChatML), as the concise scenario does: the 135M model
-    follows worked examples far better than instructions (held-out exact match 0.11 -> 0.33)."""
-    return f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{reply}"
-
-
-PROMPT = ("Solve the math problem. Write the calculation, then 'Answer: N'."
-          + _turn("Sam has 12 cards and gets 5 more. How many cards does Sam have now?", "12 + 5 = 17.\nAnswer: 17")
-          + _turn("Mia had 30 shells and gave away 8. How many shells are left?", "30 - 8 = 22.\nAnswer: 22")
-          + _turn("There are 3 boxes with 4 eggs in each box. How many eggs are there in all?",
-                  "3 x 4 = 12.\nAnswer: 12"))
+PROMPT = "Solve the math problem. Write the calculation, then 'Answer: N'."
+# worked examples after z, as the concise scenario has: the 135M model follows worked examples far better than
+# instructions (held-out exact match 0.11 -> 0.33). Structured turns: the model's chat format renders them.
+DEMONSTRATIONS = [
+    {"user": "Sam has 12 cards and gets 5 more. How many cards does Sam have now?", "assistant": "12 + 5 = 17.\nAnswer: 17"},
+    {"user": "Mia had 30 shells and gave away 8. How many shells are left?", "assistant": "30 - 8 = 22.\nAnswer: 22"},
+    {"user": "There are 3 boxes with 4 eggs in each box. How many eggs are there in all?",
+     "assistant": "3 x 4 = 12.\nAnswer: 12"},
+]
 NEGATIVE = "You never do arithmetic. Reply with a vague comment about the story and no numbers."
 
 
@@ -71,9 +69,9 @@ def scenario() -> dict:
     pool = problems(N_TRAIN + N_HELDOUT)
     return {"name": "arithmetic",
             "description": ("Correct answers to one- and two-digit word problems (reward: exact match of the final "
-                            "number). z ends the system turn and shows three worked examples (ChatML) that the "
-                            "model copies."),
-            "prompt": PROMPT, "negative_prompt": NEGATIVE,
+                            "number). z is an instruction followed by three worked examples (demonstration turns) "
+                            "that the model copies."),
+            "prompt": PROMPT, "demonstrations": DEMONSTRATIONS, "negative_prompt": NEGATIVE,
             "reward": {"kind": "exact-number", "answers": {q: a for q, a in pool}},
             "train_inputs": [q for q, _ in pool[:N_TRAIN]],
             "heldout_inputs": [q for q, _ in pool[N_TRAIN:]]}
