@@ -50,8 +50,8 @@ def host_text(lab) -> str:
     why = {"measured": f"measured at start-up: {timing}" if c["reason"] == "measured" else "",
            "cached": f"measured on this machine before: {timing}" if c["reason"] == "cached" else "",
            "LAB_PRECISION": "set by LAB_PRECISION"}.get(c["reason"], c["reason"])
-    return (f"Model: `{info['model']}` ({info['parameters'] / 1e6:.0f} M parameters) · "
-            f"**{info['label']}** ({why}) · {info['threads']} threads")
+    return (f"Model: `{info['model']}` ({info['parameters'] / 1e6:.0f} M parameters), chat format: "
+            f"{info['chat_format']} · **{info['label']}** ({why}) · {info['threads']} threads")
 
 
 def opening_run(lab, wanted: str | None) -> str | None:

@@ -89,7 +89,8 @@ class ModelHost:
 
     def describe(self) -> dict:
         """What the page and `python -m engine info` show about the host."""
-        return {"model": self.model_name, "device": self.device.type, "precision": self.precision,
+        return {"model": self.model_name, "chat_format": self.chat.describe(), "device": self.device.type,
+                "precision": self.precision,
                 "label": f"{self.device.type.upper()} {self.choice.capability} · {self.precision}",
                 "choice": self.choice.to_dict(), "threads": torch.get_num_threads(),
                 "parameters": sum(p.numel() for p in self.model.parameters()),

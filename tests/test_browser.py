@@ -72,6 +72,7 @@ def test_page_runs_a_tiny_distillation_and_shows_generations(server):
         import torch
         expect(page.locator("#host-line")).to_contain_text(
             f"CPU {torch.backends.cpu.get_cpu_capability()} · ", timeout=60_000)
+        expect(page.locator("#host-line")).to_contain_text("chat format: the model's chat template")
         for name, value in {"steps": 2, "batch_size": 4, "n_train": 8, "n_heldout": 3, "eval_samples": 1,
                             "max_new_tokens": 10, "teacher_samples": 1, "eval_every": 1}.items():
             _set(page, name, value)
