@@ -108,9 +108,6 @@ class ConditionedConfig:
         data_policies(self.data_policies)
 
 
-METHODS = {"search": {}, "conditioned": {}}
-
-
 def data_policies(text: str) -> list[str]:
     from engine.lora import parse_comma_list
     return parse_comma_list(text, "data_policies", tuple(DATA_POLICIES), "a data policy")
