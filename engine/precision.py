@@ -81,7 +81,7 @@ def matmul_timings(shapes: list[tuple[int, int]], repeats: int = 3) -> tuple[flo
     CHUNK-row slices in both precisions (fp32: best of `repeats`).
 
     An emulated bf16 is tens of times slower, so its pass stops once it has cost STOP_RATIO × fp32: the
-    bf16 figure is then a lower bound, which is all the verdict needs, and the check stays ~0.1 s."""
+    bf16 figure is then a lower bound, which is all the verdict needs, and the check stays ~0.3 s."""
     gen = torch.Generator().manual_seed(0)
     fp32 = [(torch.randn(ROWS, k, generator=gen), torch.randn(k, n, generator=gen)) for k, n in shapes]
     bf16 = [(a.bfloat16(), b.bfloat16()) for a, b in fp32]
