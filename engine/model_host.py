@@ -7,6 +7,7 @@ Scoring pads on the right (positions stay natural); generation pads on the left 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class ModelHost:
         """What the page and `python -m engine info` show about the host."""
         return {"model": self.model_name, "chat_format": self.chat.describe(), "device": self.device.type,
                 "precision": self.precision,
-                "label": f"{self.device.type.upper()} {self.choice.capability} · {self.precision}",
+                "label": dataclasses.replace(self.choice, precision=self.precision).label,
                 "choice": self.choice.to_dict(), "threads": torch.get_num_threads(),
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "load_seconds": round(self.load_seconds, 2)}
