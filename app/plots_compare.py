@@ -88,10 +88,24 @@ def frontier_figure(data: dict) -> go.Figure:
         fig.add_annotation(text="No run of this scenario has a KL to π0 yet: run a compare above,<br>"
                                 "or an RL / best-of-N run in the Convert tab.",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=15))
-    fig.update_layout(height=460, title=dict(text="Reward vs KL to the base model", x=0.01),
+    left_off = other_models_note(data)
+    if left_off:   # one model per chart: a KL to another model's π0 is another axis
+        fig.add_annotation(text=left_off, showarrow=False, x=0, y=-0.2, xref="paper", yref="paper",
+                           xanchor="left", font=dict(size=12, color="#d62728"))
+    model = f" ({data['model']})" if data.get("model") else ""
+    fig.update_layout(height=460, title=dict(text=f"Reward vs KL to the base model{model}", x=0.01),
                       xaxis_title="KL(π ‖ π0) per reply (nats)", yaxis_title="mean reference reward",
                       legend=dict(orientation="v", x=1.01, y=1, font=dict(size=12)), **LAYOUT)
     return fig
+
+
+def other_models_note(data: dict) -> str:
+    """What the chart leaves out: runs of this scenario made on other models (their π0 is another model)."""
+    others = data.get("other_models") or {}
+    if not others:
+        return ""
+    runs = ", ".join(f"{n} run{'s' * (n > 1)} of {m}" for m, n in sorted(others.items()))
+    return f"Not shown: {runs} — this chart has one model, {data.get('model') or 'the lab’s'}."
 
 
 DASHES = {"best-of-n": "dash", "dpo": "dot"}   # by kind, then by method (RL: rloo solid, dpo dotted)

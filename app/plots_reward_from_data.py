@@ -1,4 +1,4 @@
-"""Figures of the outcome reward model (engine/reward_from_data.py; pure: stored data in, plotly figure out)."""
+"""Figures of the outcome reward model (engine/tasks/reward_from_data.py; pure: stored data in, plotly figure out)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go

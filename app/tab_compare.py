@@ -127,10 +127,13 @@ def _summary(res: dict) -> str:
 def _frontier_note(fr: dict) -> str:
     """The frontier's caption, plus the policy runs that are not on it yet and how to place them."""
     missing = fr.get("unplaced") or []
+    left_off = pc.other_models_note(fr)
+    caption = FRONTIER_CAPTION + (f"\n\n**{left_off}** Start the lab with that `LAB_MODEL` to compare them."
+                                  if left_off else "")
     if not missing:
-        return FRONTIER_CAPTION
+        return caption
     names = ", ".join(f"`{m}`" for m in missing[:6]) + (" …" if len(missing) > 6 else "")
-    return (FRONTIER_CAPTION + f"\n\nNot on the chart yet (no KL to π0 stored): {names} — tick them above and "
+    return (caption + f"\n\nNot on the chart yet (no KL to π0 stored): {names} — tick them above and "
             "compare to measure it.")
 
 

@@ -14,8 +14,8 @@ from engine.errors import LabInputError
 ALL = "(all)"
 SORTS = [("newest first", "created:desc"), ("oldest first", "created:asc"), ("longest first", "duration:desc"),
          ("scenario", "scenario:asc"), ("edge", "edge:asc"), ("method", "method:asc"), ("status", "status:asc")]
-FILTERS = ("scenario", "edge", "method", "status")
-COLUMN_WIDTHS = ["10%", "13%", "12%", "8%", "8%", "8%", "6%", "7%", "28%"]  # views.runs_table's columns
+FILTERS = ("scenario", "edge", "method", "model", "status")
+COLUMN_WIDTHS = ["9%", "12%", "11%", "7%", "8%", "10%", "7%", "5%", "6%", "25%"]  # views.runs_table's columns
 EXPORTS = (("json", "everything: config, metrics, artifacts, curves, samples"), ("csv", "one row per run"),
            ("samples-csv", "one row per generation"))
 

@@ -107,12 +107,14 @@ def found_prompt_markdown(run: dict) -> str:
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
-    cols = ["run_id", "created", "edge", "method", "scenario", "status", "progress", "duration_s", "key metrics"]
+    cols = ["run_id", "created", "edge", "method", "scenario", "model", "status", "progress", "duration_s",
+            "key metrics"]
     rows = []
     for r in runs:
         m = r.get("metrics") or {}
         key = ", ".join(f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, (int, float)))
-        rows.append([r["run_id"], r["created_at"], r["edge"], r["method"], r["scenario"], r["status"],
+        rows.append([r["run_id"], r["created_at"], r["edge"], r["method"], r["scenario"], r.get("model") or "—",
+                     r["status"],
                      f"{100 * (r.get('progress') or 0):.0f}%", r.get("duration_s"), key])
     return pd.DataFrame(rows, columns=cols)
 

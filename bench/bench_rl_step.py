@@ -1,4 +1,4 @@
-"""One RL step of the lab (RLOO, engine/reward_to_parameter.py) against TRL's GRPOTrainer on identical work:
+"""One RL step of the lab (RLOO, engine/edges/reward_to_parameter.py) against TRL's GRPOTrainer on identical work:
 8 train inputs × k = 4 samples, ≤ 40 new tokens, temperature 1, LoRA r8/α16 on q/k/v/o, β = 0.05 KL to the
 base (both use the adapter-disabled model as π0, no second copy), the VADER reward, AdamW.
 
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from engine.evaluation import sample_and_score  # noqa: E402
 from engine.lora import lora_config  # noqa: E402
 from engine.policies import NEUTRAL_SYSTEM, with_adapter  # noqa: E402
-from engine.reward_to_parameter import LOSS, RLConfig  # noqa: E402
+from engine.edges.reward_to_parameter import LOSS, RLConfig  # noqa: E402
 from engine.training import update  # noqa: E402
 from engine.scenarios import load_scenario  # noqa: E402
 from engine.settings import load_settings  # noqa: E402

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine import prompt_to_parameter as p2p  # noqa: E402
+from engine.edges import prompt_to_parameter as p2p  # noqa: E402
 from engine.lora import lora_config  # noqa: E402
 from engine.evaluation import kl_to_cached, reply_logprobs, sample_and_score  # noqa: E402
 from engine.model_host import ModelHost  # noqa: E402

@@ -36,6 +36,12 @@ class Lab:
         self.store = store or Store(self.settings.db_url)
         self.jobs = JobRunner(self.settings, self.store, host_factory or (lambda: _make_host(self.settings)))
 
+    @property
+    def model(self) -> str:
+        """The model this lab runs, as runs record it (known without loading it)."""
+        from engine.model_loading import canonical_model
+        return canonical_model(self.settings.model)
+
     # ---------- menus ----------
     @staticmethod
     def vertices() -> tuple[str, ...]:
@@ -87,7 +93,7 @@ class Lab:
 
     def steer_preview(self, run_id: str, w: float, n_inputs: int = 4) -> list[dict]:
         """Regenerate a parameter->reward run's steered text at strength w (Eq. 7), beside plain π1."""
-        from engine.parameter_to_reward import preview
+        from engine.edges.parameter_to_reward import preview
         from engine.scenarios import parse_scenario
         run = self.store.get_run(run_id)
         artifact = next((a for a in (run or {}).get("artifacts") or [] if a["kind"] == "reward"), None)
@@ -149,9 +155,11 @@ class Lab:
         return parse_scenario(runs[0]["config"]["scenario_data"])
 
     def compare_choices(self, scenario: str) -> list[dict]:
-        """The policies a compare of `scenario` can tick: base, its prompt, and every stored policy run."""
+        """The policies a compare of `scenario` can tick: base, its prompt, and every stored policy run made on
+        this lab's model (another model's adapter does not fit this one; `frontier` counts those left out)."""
         from engine.compare import choice_label, policy_runs
-        runs = policy_runs(self.runs(scenario=scenario, with_artifacts=True))
+        from engine.references import same_model
+        runs = [r for r in policy_runs(self.runs(scenario=scenario, with_artifacts=True)) if same_model(r, self.model)]
         by_id = {r["run_id"]: r for r in runs}
         out = [{"value": "base", "label": "π0 (base)", "edge": "base"},
                {"value": "prompt", "label": "π0 + z (the scenario's prompt)", "edge": "prompt"}]
@@ -160,9 +168,11 @@ class Lab:
 
     def reward_choices(self, scenario: str) -> list[dict]:
         """Stored rewards of `scenario` (runs whose artifact is a reward), to score the compare with too."""
+        from engine.references import same_model
         runs = self.runs(scenario=scenario, status="succeeded", with_artifacts=True)
         return [{"value": r["run_id"], "label": f"{r['edge']} ({r['method']}) {r['run_id'][:6]}"}
-                for r in runs if any(a["kind"] == "reward" for a in r.get("artifacts") or [])]
+                for r in runs if any(a["kind"] == "reward" for a in r.get("artifacts") or [])
+                and same_model(r, self.model)]
 
     @staticmethod
     def compare_fields() -> list[dict]:
@@ -181,7 +191,8 @@ class Lab:
         """The reward-vs-KL chart's data: every stored run of `scenario` with a KL to π0, and a compare's."""
         from engine.compare import frontier
         runs = self.runs(scenario=scenario, limit=10_000, with_artifacts=True)
-        return frontier(runs, self.points, compare if (compare or {}).get("scenario") == scenario else None)
+        return frontier(runs, self.points, compare if (compare or {}).get("scenario") == scenario else None,
+                        model=self.model)
 
     # ---------- history: delete, export ----------
     def delete_run(self, run_id: str) -> dict:

@@ -23,7 +23,7 @@ from engine.jobs import OWNER, prepare_task
 from engine.policies import Prompt
 from engine.references import check_references, references
 from engine.registry import EDGES, VERTICES, MethodSpec, build_config, get_method
-from engine.run_types import opt
+from engine.config_pieces import opt
 from engine.scenarios import Scenario
 
 EDGE = "chain"
@@ -203,7 +203,7 @@ def _execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading
     store = lab.store
     store.mark_started(parent_id, owner=OWNER)
     try:
-        store.update_run(parent_id, stage="held-out: the origin π0(·|x,z) and π0")
+        store.update_run(parent_id, stage="held-out: the origin π0(·|x,z) and π0", model=lab.jobs.host.model_name)
         origin = Origin.measure(lab.jobs.host, request.scenario, request.config)
         store.add_samples(parent_id, origin.rows())
         store.add_points(parent_id, 0, {"kl_to_origin": origin.kl_base, "reward": origin.reward_base})

@@ -26,9 +26,9 @@ import torch
 from engine.errors import LabInputError
 from engine.evaluation import reply_logprobs
 from engine.kl import token_kl
-from engine.references import resolve_policy, resolve_reward, stored_artifact
+from engine.references import resolve_policy, resolve_reward, same_model, stored_artifact
 from engine.registry import MethodSpec, build_config
-from engine.run_types import opt
+from engine.config_pieces import opt
 from engine.scenarios import Scenario
 
 POLICY_ARTIFACTS = ("adapter", "prompt", "soft_prompt")  # artifact kinds that are a policy to compare
@@ -137,7 +137,7 @@ def run_compare(ctx: CompareContext, choices: list[str], config: CompareConfig, 
     progress = on_progress or (lambda f, s: None)
     choices = _checked_choices(choices)
     for c in choices:  # refuse a bad reference before minutes of sampling
-        check_choice(c, ctx.lookup)
+        check_choice(c, ctx.lookup, ctx.host.model_name)
     t0 = time.perf_counter()
     xs = ctx.scenario.heldout_inputs[:config.n_inputs]
     reference = ctx.scenario.reward()
@@ -264,11 +264,20 @@ def policy_runs(runs: list[dict]) -> list[dict]:
             and any(a["kind"] in POLICY_ARTIFACTS for a in r.get("artifacts") or [])]
 
 
-def check_choice(choice: str, lookup) -> None:
-    """Refuse a run id that names no policy before any sampling starts."""
+def check_choice(choice: str, lookup, model: str | None = None) -> None:
+    """Refuse a run id that names no policy (or one made on another model) before any sampling starts."""
     kind, ref = split_choice(choice)
     if kind == "policy" and ref not in ("base", "prompt") and not ref.startswith("scenario:"):
-        stored_artifact(lookup, ref, f"policy {ref!r}", POLICY_ARTIFACTS)
+        stored_artifact(lookup, ref, f"policy {ref!r}", POLICY_ARTIFACTS, model)
+
+
+def other_models(runs: list[dict], model: str | None) -> dict[str, int]:
+    """How many of `runs` were made on each model other than `model` (what a chart or menu leaves out)."""
+    out: dict[str, int] = {}
+    for r in runs:
+        if not same_model(r, model):
+            out[r["model"]] = out.get(r["model"], 0) + 1
+    return out
 
 
 # ---------- the reward-vs-KL frontier ----------
@@ -319,17 +328,22 @@ def _point(label: str, run: dict | None, kl: float, reward: float, source: str, 
             "kl": kl, "reward": reward, "source": source, "stderr": stderr}
 
 
-def frontier(runs: list[dict], points_of: Callable[[str], list[dict]], compare: dict | None = None) -> dict:
+def frontier(runs: list[dict], points_of: Callable[[str], list[dict]], compare: dict | None = None,
+             model: str | None = None) -> dict:
     """Every stored run of a scenario that has a KL to π0 and a reward, plus what a compare measured.
 
     Args:
         runs: the scenario's stored runs (with "artifacts" for policy runs not placed).
         points_of: run id -> its metric points (read only for runs with curves).
         compare: a `run_compare` result, whose policies become "measured" points.
+        model: the lab's model; runs of other models stay off the chart (a KL to another π0 is another
+            axis) and are counted in "other_models".
     Returns:
-        {"points": [...], "curves": [...], "unplaced": [labels of policy runs with no KL to π0 yet]}.
+        {"points": [...], "curves": [...], "unplaced": [labels of policy runs with no KL to π0 yet],
+         "other_models": {model: number of runs left off}}.
     """
-    out: dict = {"points": [], "curves": [], "unplaced": []}
+    out: dict = {"points": [], "curves": [], "unplaced": [], "model": model, "other_models": other_models(runs, model)}
+    runs = [r for r in runs if same_model(r, model)]
     measured = {p["choice"]: p for p in (compare or {}).get("policies", [])}
     by_id = {r["run_id"]: r for r in runs}
     for r in runs:

@@ -38,6 +38,25 @@ def sample_and_score(host, policy: Policy, inputs: list[str], reward, n_samples:
                   sample_index=[k for _ in inputs for k in range(n_samples)])
 
 
+def held_out(ctx, config, policy: Policy, reward, *, seed_offset: int = 1, span: tuple[float, float] | None = None,
+             stage: str = "", n_inputs: int | None = None, n_samples: int | None = None) -> Scored:
+    """The held-out measurement every method makes, in one place (settings: config_pieces.HeldOut).
+
+    `config.eval_samples` replies (or n_samples) at `config.eval_temperature` on the scenario's first
+    `config.n_heldout` held-out inputs (then the first n_inputs of those: the live curves' cheap slice),
+    scored with `reward`. The seed is `config.seed + seed_offset` whatever the policy, so two policies'
+    samples are coupled: their difference is the policies', not the sampler's. Progress moves over `span`."""
+    xs = ctx.scenario.heldout_inputs[:config.n_heldout or None][:n_inputs]
+    on_batch = None
+    if span is not None:
+        lo, hi = span
+        text = stage or f"held-out: {policy.label} generations"
+        on_batch = lambda i, k: ctx.on_progress(lo + (hi - lo) * i / k, text)
+    ctx.host.model.eval()   # sampling refuses training mode
+    return sample_and_score(ctx.host, policy, xs, reward, n_samples or config.eval_samples, config.max_new_tokens,
+                            config.eval_temperature, config.seed + seed_offset, on_batch=on_batch)
+
+
 @torch.no_grad()
 def reply_logprobs(host, policy: Policy, xs: list[str], ys_ids: list[list[int]], batch_size: int = 16,
                    dtype=torch.float32) -> list[torch.Tensor]:

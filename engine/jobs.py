@@ -170,13 +170,14 @@ class JobRunner:
             ctx = RunContext(host=host, scenario=scenario, run_id=run_id, out_dir=out_dir,
                              on_progress=self._progress_fn(run_id, cancel), lookup=self.store.get_run)
             with host.run_precision(getattr(config, "precision", "auto")):
-                self.store.update_run(run_id, config=cfg | {"runtime": host.runtime()})   # what it ran on
+                self.store.update_run(run_id, config=cfg | {"runtime": host.runtime()},   # what it ran on
+                                      model=host.model_name)
                 result = spec.run(spec.name, config, ctx)
             check_artifact(spec, result.artifact)   # the artifact sits at the edge's target vertex
             self.store.add_samples(run_id, result.samples)
             a = result.artifact
             if a is not None:
-                self.store.add_artifact(run_id, a["kind"], a["vertex"], a.get("path"), a.get("data"))
+                self.store.add_artifact(run_id, a.kind, a.vertex, a.path, a.data)
             self.store.mark_finished(run_id, "succeeded", metrics=result.metrics)
         except RunCancelled:
             self._discard(run_id, out_dir)

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-ARTIFACT_VERTEX = {"adapter": "parameter", "prompt": "prompt", "soft_prompt": "prompt", "reward": "reward"}
+from engine.artifacts import ARTIFACTS, Artifact
+
+ARTIFACT_VERTEX = {kind: cls.vertex for kind, cls in ARTIFACTS.items()}
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ def register(task: str, name: str, *, title: str, equation: str, config: type, r
     return spec
 
 
-def check_artifact(spec: MethodSpec, artifact: dict | None) -> None:
-    """A run's result must make the artifact its method declared, at that kind's vertex."""
-    kind = (artifact or {}).get("kind")
-    if kind != spec.artifact or (artifact and artifact.get("vertex") != ARTIFACT_VERTEX[kind]):
-        raise RuntimeError(f"{spec.task} {spec.name} declared artifact {spec.artifact!r} but made {kind!r} "
-                           f"at vertex {(artifact or {}).get('vertex')!r}")
+def check_artifact(spec: MethodSpec, artifact: Artifact | None) -> None:
+    """A run's result must make the typed artifact its method declared (whose class fixes the vertex)."""
+    want = ARTIFACTS.get(spec.artifact) if spec.artifact else type(None)
+    if not isinstance(artifact, want):
+        made = artifact.kind if isinstance(artifact, Artifact) else type(artifact).__name__
+        raise RuntimeError(f"{spec.task} {spec.name} declared artifact {spec.artifact!r} but made {made!r}")

@@ -18,7 +18,7 @@ import torch
 from engine import precision as prec
 from engine.chat_format import discover
 from engine.kl import sequence_logprob
-from engine.model_loading import hub_id, load_model_and_tokenizer
+from engine.model_loading import canonical_model, hub_id, load_model_and_tokenizer
 from engine.policies import Policy
 
 
@@ -43,7 +43,7 @@ class ModelHost:
                  precision: str = "auto", precision_cache: Path | None = None):
         if threads:
             torch.set_num_threads(threads)
-        self.model_name = model
+        self.model_name = canonical_model(model)   # what runs record; "embedded" = "embedded:smollm2-135m"
         self.model_cache_root = Path(cache_root)
         self.model, self.tok, self.load_seconds = load_model_and_tokenizer(model, cache_root)
         self.device = prec.resolve_device(device)

@@ -51,6 +51,12 @@ def embedded_spec(model: str) -> Embedded | None:
     return EMBEDDED[name]
 
 
+def canonical_model(model: str) -> str:
+    """One name per model, the one runs record: "embedded" and "embedded:smollm2-135m" are the same model."""
+    spec = embedded_spec(model)
+    return f"embedded:{spec.name}" if spec else model
+
+
 def hub_id(model: str) -> str | None:
     """The Hub id of the model, when one is known (an embedded model's, or the hub id itself)."""
     spec = embedded_spec(model)

@@ -2,7 +2,7 @@
 
 The pieces of the `search` method of reward -> prompt: the Monte-Carlo estimate of the objective, the
 selection of parents and of the final prompt (pure), the edit operators (pure, seeded), and the rewrites
-the model proposes itself. The loop that spends the budget lives in engine/reward_to_prompt.py.
+the model proposes itself. The loop that spends the budget lives in engine/edges/reward_to_prompt.py.
 
 A prompt is a `Prompt`: an instruction and demonstration turns. Edits and rewrites change the instruction
 and keep the turns; one operator adds a worked example as a new turn. The model's chat format renders them.

@@ -41,19 +41,29 @@ def check_references(config, scenario, lookup: Lookup) -> None:
         stored_artifact(lookup, ref, field, KIND_FOR[what])
 
 
-def stored_artifact(lookup: Lookup, run_id: str, field: str, kinds: tuple[str, ...]) -> dict:
-    """The artifact of run `run_id` if it is one of `kinds`; clear errors otherwise."""
+def stored_artifact(lookup: Lookup, run_id: str, field: str, kinds: tuple[str, ...], model: str | None = None) -> dict:
+    """The artifact of run `run_id` if it is one of `kinds` (and, given `model`, made on that model: an adapter,
+    soft prompt or reward head of another model does not fit it); clear errors otherwise."""
     run = lookup(run_id)
     if run is None:
         raise LabInputError(f"{field}: no run with id {run_id!r}; list runs with `python -m engine runs`")
     if run["status"] != "succeeded":
         raise LabInputError(f"{field}: run {run_id} is {run['status']}, not succeeded")
+    if not same_model(run, model):
+        raise LabInputError(f"{field}: run {run_id} was made on model {run['model']!r}; this lab runs {model!r}, "
+                            f"which its artifact does not fit — start the lab with LAB_MODEL={run['model']} to use it")
     for a in run.get("artifacts") or []:
         if a["kind"] in kinds:
             return a
     made = ", ".join(a["kind"] for a in run.get("artifacts") or []) or "nothing"
     raise LabInputError(f"{field}: run {run_id} ({run['edge']}) made {made}, not {' or '.join(kinds)}; "
                         f"pick a run that made {_article(kinds[0])} {kinds[0]}")
+
+
+def same_model(run: dict, model: str | None) -> bool:
+    """Whether a stored run belongs with `model`'s runs (a run from before runs recorded their model counts
+    as the lab's, as does any run when no model is given)."""
+    return not model or not run.get("model") or run["model"] == model
 
 
 # ---------- policies ----------
@@ -67,7 +77,7 @@ def resolve_policy(ref: str, ctx, field: str = "policy") -> Policy:
     if ref.startswith("scenario:"):
         name = ref.split(":", 1)[1]
         return _scenario_prompt(ref, field).policy(f"{name} prompt")
-    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["policy"])
+    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["policy"], ctx.host.model_name)
     return policy_from_spec(artifact_policy_spec(artifact, ref), ctx.host)
 
 
@@ -89,7 +99,7 @@ def resolve_reward(ref: str, ctx, field: str = "reward"):
     ref = ref.strip()
     if not ref:
         return ctx.scenario.reward()
-    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["reward"])
+    artifact = stored_artifact(ctx.lookup, ref, field, KIND_FOR["reward"], ctx.host.model_name)
     return build_any_reward(artifact.get("data") or {}, ctx.host)
 
 

@@ -11,6 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config_pieces import ordered_fields
 from engine.errors import LabInputError
 from engine.methods import REGISTRY, MethodSpec  # noqa: F401 (MethodSpec: re-exported)
 
@@ -36,18 +37,18 @@ class EdgeSpec:
 
 
 def _import_methods() -> list[str]:
-    """Import every module named by a direction of the triangle (prompt_to_parameter.py,
-    reward_to_parameter_simpo.py, ...) and the tasks beside the edges: their registrations fill REGISTRY.
-    A new method is a new file with such a name; nothing here changes."""
+    """Import every module of engine/edges/ named by a direction of the triangle (prompt_to_parameter.py,
+    reward_to_parameter_simpo.py, ...) and every module of engine/tasks/ (the runs beside the edges):
+    their registrations fill REGISTRY. A new method is a new file there; nothing here changes."""
     here = Path(__file__).parent
-    names = sorted(p.stem for p in here.glob("*.py") if DIRECTION.match(p.stem)) + list(TASK_MODULES)
+    names = ([f"edges.{p.stem}" for p in sorted((here / "edges").glob("*.py")) if DIRECTION.match(p.stem)]
+             + [f"tasks.{p.stem}" for p in sorted((here / "tasks").glob("*.py")) if not p.stem.startswith("_")])
     for name in names:
         importlib.import_module(f"engine.{name}")
     return names
 
 
 DIRECTION = re.compile(r"^(prompt|parameter|reward)_to_(prompt|parameter|reward)(_\w+)?$")
-TASK_MODULES = ("best_of_n", "reward_from_data")
 METHOD_MODULES = _import_methods()
 
 EDGE_TITLES = [   # (from, to, title, section of 2406.16377)
@@ -103,7 +104,7 @@ def config_fields(spec: MethodSpec) -> list[dict]:
     hints = typing.get_type_hints(spec.config_cls)
     base = spec.config_cls()
     out = []
-    for f in dataclasses.fields(spec.config_cls):
+    for f in ordered_fields(spec.config_cls):
         out.append({"name": f.name, "type": hints[f.name].__name__,
                     "default": spec.defaults.get(f.name, getattr(base, f.name)),
                     "help": f.metadata.get("help", ""), "lo": f.metadata.get("lo"), "hi": f.metadata.get("hi"),

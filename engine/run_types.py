@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from engine.artifacts import Artifact
 from engine.scenarios import Scenario
 
 
@@ -26,18 +27,5 @@ class RunContext:
 @dataclass
 class Result:
     metrics: dict[str, float]
-    artifact: dict | None          # {"kind", "vertex", "path", "data"}; None for runs that make none (best-of-N)
+    artifact: Artifact | None      # engine/artifacts.py; None for runs that make none (best-of-N)
     samples: list[dict] = field(default_factory=list)  # {"policy","input","output","reward","sample_index"}
-
-
-def precision_opt():
-    """The `precision` field every method with forwards shares (the host owns the autocast context)."""
-    return opt("auto", "Compute precision of this run's forwards: auto (the host's start-up choice: bf16 only "
-                       "where measured faster than fp32, e.g. CUDA or a CPU with native bf16), fp32 or bf16. "
-                       "Reported metrics stay float32.", choices=("auto", "fp32", "bf16"))
-
-
-def opt(default, help: str, lo: float | None = None, hi: float | None = None, choices: tuple | None = None):
-    """A config field with help text and the range the UI and CLI check."""
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
-

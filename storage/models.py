@@ -24,6 +24,7 @@ class Run(Base):
     edge: Mapped[str] = mapped_column(String(40))            # e.g. "prompt->parameter"
     method: Mapped[str] = mapped_column(String(40))
     scenario: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(300), default=None, index=True)  # set when it starts
     config: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1

@@ -72,13 +72,13 @@ class Store:
             return _run_dict(run, s) if run else None
 
     def list_runs(self, scenario: str | None = None, edge: str | None = None, limit: int = 500,
-                  method: str | None = None, status: str | tuple[str, ...] | None = None,
+                  method: str | None = None, status: str | tuple[str, ...] | None = None, model: str | None = None,
                   order_by: str = "created", descending: bool = True, with_artifacts: bool = False) -> list[dict]:
         """Runs matching every filter given, sorted by `order_by` (one of SORT_KEYS), newest first on ties."""
         if order_by not in SORT_KEYS:
             raise ValueError(f"order_by: {order_by!r} is not one of {', '.join(SORT_KEYS)}")
         q = select(Run)
-        for column, value in ((Run.scenario, scenario), (Run.edge, edge), (Run.method, method)):
+        for column, value in ((Run.scenario, scenario), (Run.edge, edge), (Run.method, method), (Run.model, model)):
             if value:
                 q = q.where(column == value)
         if status:
@@ -199,7 +199,9 @@ def _artifact_dict(a: Artifact) -> dict:
 
 
 def _run_dict(r: Run, s: Session | None = None) -> dict:
-    d = {"run_id": r.id, "edge": r.edge, "method": r.method, "scenario": r.scenario, "config": r.config,
+    model = r.model or ((r.config or {}).get("runtime") or {}).get("model")   # rows from before the column
+    d = {"run_id": r.id, "edge": r.edge, "method": r.method, "scenario": r.scenario, "model": model,
+         "config": r.config,
          "status": r.status, "progress": r.progress, "stage": r.stage, "metrics": r.metrics, "error": r.error,
          "created_at": r.created_at.isoformat(timespec="seconds") if r.created_at else None,
          "started_at": r.started_at.isoformat(timespec="seconds") if r.started_at else None,

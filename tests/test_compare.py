@@ -91,6 +91,42 @@ def test_frontier_places_stored_runs_and_measured_policies():
     assert fig.data[3].text == ("LoRA (kl)",)   # measured points are named on the chart
 
 
+def test_runs_of_another_model_stay_off_the_chart_and_the_menus_and_are_refused_by_name():
+    from engine.references import stored_artifact
+    st, ids = _stored_runs()
+    gemma = st.create_run("reward->parameter", "rloo", "sentiment", {"method_config": {"beta": 0.1}})
+    st.update_run(gemma, model="embedded:gemma3-270m")
+    st.add_artifact(gemma, "adapter", "parameter", "/nowhere")
+    st.mark_finished(gemma, "succeeded", {"reward_after": 0.9, "kl_to_base_seq": 1.0})
+    st.update_run(ids["rl"], model="embedded:smollm2-135m")
+    runs = st.list_runs(scenario="sentiment", with_artifacts=True)
+    fr = frontier(runs, st.points, model="embedded:smollm2-135m")
+    assert gemma not in {p["run_id"] for p in fr["points"]} | {c["run_id"] for c in fr["curves"]}
+    assert ids["rl"] in {c["run_id"] for c in fr["curves"]}          # its own model's run, and older ones, stay
+    assert fr["other_models"] == {"embedded:gemma3-270m": 1}
+    fig = plots_compare.frontier_figure(fr)
+    assert "(embedded:smollm2-135m)" in fig.layout.title.text
+    assert "Not shown: 1 run of embedded:gemma3-270m" in fig.layout.annotations[0].text
+    assert frontier(runs, st.points, model="embedded:gemma3-270m")["other_models"] == {"embedded:smollm2-135m": 1}
+    assert [r["model"] for r in st.list_runs(model="embedded:gemma3-270m")] == ["embedded:gemma3-270m"]
+    with pytest.raises(LabInputError, match="made on model 'embedded:gemma3-270m'; this lab runs "
+                                            "'embedded:smollm2-135m'.*LAB_MODEL=embedded:gemma3-270m"):
+        stored_artifact(st.get_run, gemma, "policy", ("adapter",), "embedded:smollm2-135m")
+    assert stored_artifact(st.get_run, gemma, "policy", ("adapter",), "embedded:gemma3-270m")["path"] == "/nowhere"
+
+
+def test_the_compare_menu_lists_only_this_models_runs(lab):
+    theirs = lab.store.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {}})
+    lab.store.update_run(theirs, model="embedded:gemma3-270m")
+    lab.store.add_artifact(theirs, "adapter", "parameter", "/nowhere")
+    lab.store.mark_finished(theirs, "succeeded", {})
+    assert lab.model == "embedded:smollm2-135m"                  # LAB_MODEL=embedded, canonical
+    assert theirs not in [c["value"] for c in lab.compare_choices("sentiment")]
+    assert lab.frontier("sentiment")["other_models"] == {"embedded:gemma3-270m": 1}
+    with pytest.raises(LabInputError, match="made on model 'embedded:gemma3-270m'"):
+        lab.compare("sentiment", [theirs])
+
+
 RESULT = {
     "scenario": "s", "inputs": ["a", "b"], "config": {"n_samples": 1},
     "policies": [{"choice": "base", "label": "π0 (base)", "kind": "policy", "edge": "base", "mean_reward": 0.1,

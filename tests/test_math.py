@@ -6,7 +6,7 @@ import torch
 from engine.kl import masked_mean, mean_token_kl, token_kl
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.model_host import top_p_filter
-from engine.prompt_to_parameter import gain_kept
+from engine.edges.prompt_to_parameter import gain_kept
 from engine.training import lr_at
 
 

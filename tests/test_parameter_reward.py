@@ -9,7 +9,7 @@ from engine.errors import LabInputError
 from engine.evaluation import Scored
 from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
-from engine.reward_to_parameter import LOSS, RLConfig, sequence_logps
+from engine.edges.reward_to_parameter import LOSS, RLConfig, sequence_logps
 from engine.training import update
 from engine.steering import Steer, apply_preset, steered_generate, steered_generate_sequential
 

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY
 from engine.errors import LabInputError
 from engine.losses import prompt_kl_loss
-from engine.parameter_to_prompt import init_embeddings, nearest_token_ids
+from engine.edges.parameter_to_prompt import init_embeddings, nearest_token_ids
 from engine.policies import BASE, Policy
 
 SMALL = {"n_train": 8, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12}

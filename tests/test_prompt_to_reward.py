@@ -11,8 +11,8 @@ from engine.errors import LabInputError
 from engine.jobs import prepare
 from engine.losses import bradley_terry_loss
 from engine.policies import Prompt
-from engine.prompt_to_reward import DERIVED, PromptRewardConfig, prompt_pair
-from engine.registry import build_config, get_edge, get_method
+from engine.edges.prompt_to_reward import DERIVED, PromptPairConfig, prompt_pair
+from engine.registry import build_config, config_fields, get_edge, get_method
 from engine.reward_models import (contrastive_score, contrastive_token_scores, fill_template, judge_score,
                                   load_head, load_preference_file, preference_accuracy, save_head, train_head)
 from engine.reward_models import build_model_reward
@@ -99,26 +99,37 @@ def _spec(method="contrastive"):
 
 def test_prompt_pair_comes_from_the_scenario_or_typed_fields_and_must_differ():
     sc = load_scenario("sentiment")
-    assert prompt_pair(PromptRewardConfig(), sc) == (sc.z, Prompt(sc.negative_prompt))
-    assert prompt_pair(PromptRewardConfig(z_plus="nice", z_minus="mean"), sc) == (Prompt("nice"), Prompt("mean"))
+    assert prompt_pair(PromptPairConfig(), sc) == (sc.z, Prompt(sc.negative_prompt))
+    assert prompt_pair(PromptPairConfig(z_plus="nice", z_minus="mean"), sc) == (Prompt("nice"), Prompt("mean"))
     concise = load_scenario("concise")                    # z+ keeps the scenario's demonstration turns
-    assert prompt_pair(PromptRewardConfig(), concise)[0].turns == concise.demonstrations != ()
+    assert prompt_pair(PromptPairConfig(), concise)[0].turns == concise.demonstrations != ()
     no_negative = sc.__class__(**{**sc.__dict__, "negative_prompt": ""})
     with pytest.raises(LabInputError, match="z_minus: empty, and the scenario has no negative_prompt"):
-        prompt_pair(PromptRewardConfig(), no_negative)
+        prompt_pair(PromptPairConfig(), no_negative)
     with pytest.raises(LabInputError, match="z_minus: identical to z_plus"):
-        prompt_pair(PromptRewardConfig(z_minus=sc.prompt), sc)
+        prompt_pair(PromptPairConfig(z_minus=sc.prompt), sc)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"z_plus": "Be kind.", "z_minus": "Be kind."}, "z_minus: identical to z_plus"),
-    ({"judge_template": "  "}, "judge_template: must not be empty"),   # blank only where blank is the default
-    ({"aggregate": "max"}, "aggregate: 'max' is not one of sum, mean"),
-    ({"judge_template": "Rate {input}."}, r"judge_template: must contain \{output\}"),
+@pytest.mark.parametrize("method, overrides, message", [
+    ("contrastive", {"z_plus": "Be kind.", "z_minus": "Be kind."}, "z_minus: identical to z_plus"),
+    ("judge", {"judge_template": "  "}, "judge_template: must not be empty"),   # blank only where blank is the default
+    ("contrastive", {"aggregate": "max"}, "aggregate: 'max' is not one of sum, mean"),
+    ("judge", {"judge_template": "Rate {input}."}, r"judge_template: must contain \{output\}"),
+    ("contrastive", {"judge_template": "Rate {input} {output}."}, "judge_template: unknown setting for contrastive"),
 ])
-def test_bad_settings_name_the_field(overrides, message):
+def test_bad_settings_name_the_field(method, overrides, message):
     with pytest.raises(LabInputError, match=message):
-        build_config(_spec(), overrides)
+        build_config(_spec(method), overrides)
+
+
+def test_each_method_shows_only_the_settings_it_reads():
+    names = {m: {f["name"] for f in config_fields(_spec(m))} for m in ("judge", "contrastive", "bradley-terry")}
+    shared = {"z_plus", "z_minus", "n_heldout", "eval_samples", "eval_temperature", "max_new_tokens", "seed"}
+    assert all(shared <= n for n in names.values())
+    assert names["judge"] - shared == {"judge_template", "judge_criterion", "precision"}
+    assert names["contrastive"] - shared == {"aggregate", "precision"}
+    assert {"preference_file", "pairs_per_input", "head_steps", "head_l2", "val_fraction"} <= names["bradley-terry"]
+    assert not names["bradley-terry"] & {"judge_template", "aggregate"}
 
 
 @pytest.mark.parametrize("lines, message", [

@@ -5,7 +5,7 @@ import pytest
 
 from engine.errors import LabInputError
 from engine.jobs import prepare
-from engine.registry import EDGES, build_config, get_edge, get_method, restore_config
+from engine.registry import EDGES, build_config, config_fields, get_edge, get_method, restore_config
 
 
 def test_six_edges_listed_and_prompt_to_parameter_built():
@@ -60,11 +60,34 @@ def test_bad_requests_are_refused_before_anything_is_written(args, message):
 
 
 def test_the_registry_refuses_an_artifact_off_the_edges_target_vertex():
+    from engine.artifacts import Adapter, ReadablePrompt
     from engine.methods import check_artifact, register
     with pytest.raises(ValueError, match="target vertex 'parameter', not 'reward'"):
         register("prompt->parameter", "wrong", title="", equation="", config=object, run=None, metrics=(),
                  artifact="reward")
     spec = get_method(get_edge("prompt", "parameter"), "kl")
-    check_artifact(spec, {"kind": "adapter", "vertex": "parameter"})
+    check_artifact(spec, Adapter("/tmp/adapter", {}))
+    assert (Adapter().vertex, ReadablePrompt().vertex) == ("parameter", "prompt")
     with pytest.raises(RuntimeError, match="declared artifact 'adapter' but made 'prompt'"):
-        check_artifact(spec, {"kind": "prompt", "vertex": "prompt"})
+        check_artifact(spec, ReadablePrompt(None, {"prompt_text": "Be kind."}))
+    with pytest.raises(RuntimeError, match="declared artifact 'adapter' but made 'dict'"):
+        check_artifact(spec, {"kind": "adapter", "vertex": "parameter"})   # untyped: refused
+
+
+def test_configs_are_built_from_shared_pieces_with_one_meaning_per_setting():
+    from engine.config_pieces import HeldOut, LoRA, Training
+    from engine.edges.prompt_to_parameter import DistillConfig
+    from engine.edges.reward_to_parameter import RLConfig
+    for cls in (DistillConfig, RLConfig):
+        assert issubclass(cls, (Training, LoRA, HeldOut))
+    rl = {f["name"]: f for f in config_fields(get_method(get_edge("reward", "parameter"), "rloo"))}
+    cd = {f["name"]: f for f in config_fields(get_method(get_edge("prompt", "parameter"), "kl"))}
+    for shared in ("lora_rank", "lora_targets", "eval_temperature", "lr", "precision"):
+        assert rl[shared]["help"] == cd[shared]["help"] and rl[shared]["hi"] == cd[shared]["hi"]
+    assert (rl["steps"]["default"], cd["steps"]["default"], rl["lr"]["default"]) == (20, 40, 2e-3)
+    # a form lists the method's own settings first, then the pieces' (training, LoRA, held-out, compute)
+    names = list(rl)
+    assert names[:4] == ["reward", "k", "beta", "temperature"] and names[-2:] == ["precision", "seed"]
+    assert names.index("steps") < names.index("lora_rank") < names.index("n_heldout")
+    with pytest.raises(LabInputError, match="lora_targets"):   # a piece's own check runs in every config
+        build_config(get_method(get_edge("reward", "parameter"), "rloo"), {"lora_targets": "nosuch"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.losses import outcome_loss
-from engine.reward_from_data import OutcomeRMConfig, auc, bon_curves, correctness, within_input_pairs
+from engine.tasks.reward_from_data import OutcomeRMConfig, auc, bon_curves, correctness, within_input_pairs
 from engine.reward_models import pool_hidden, train_outcome_head
 
 log_sigmoid = lambda v: math.log(1 / (1 + math.exp(-v)))

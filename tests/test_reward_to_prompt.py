@@ -18,7 +18,7 @@ from engine.prompt_search import (Candidate, add_demonstration, clean_prompt, dr
 from engine.registry import build_config, get_edge, get_method
 from engine.reward_conditioning import (control_prompt, control_reward, level_batches, level_contrast_loss,
                                         level_name, level_of, level_thresholds, other_level, quantile_levels)
-from engine.reward_to_prompt import SearchConfig, read_candidates, seed_pool
+from engine.edges.reward_to_prompt import SearchConfig, read_candidates, seed_pool
 from engine.rewards import build_reward, final_number
 from engine.scenarios import load_scenario, parse_scenario
 from engine.settings import ASSETS_DIR

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from engine.best_of_n import bon_expected, parse_ns
+from engine.tasks.best_of_n import bon_expected, parse_ns
 from engine.errors import LabInputError
-from engine.parameter_to_reward import gap_closed
-from engine.reward_to_parameter import best_worst_pairs
+from engine.edges.parameter_to_reward import gap_closed
+from engine.edges.reward_to_parameter import best_worst_pairs
 from engine.rl_objectives import (best_of_n_kl_bound, dpo_loss, kl_regularized_objective, kl_shaped_reward,
                                   log_ratio_reward, policy_gradient_loss, rloo_advantages, steered_logprobs)
 

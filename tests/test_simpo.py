@@ -1,4 +1,4 @@
-"""SimPO in reward -> parameter: a method added as one file (engine/reward_to_parameter_simpo.py) plus this test."""
+"""SimPO in reward -> parameter: a method added as one file (engine/edges/reward_to_parameter_simpo.py) plus this test."""
 import math
 
 import torch
@@ -6,8 +6,8 @@ import torch
 from engine.lora import lora_config
 from engine.policies import with_adapter
 from engine.registry import config_fields, get_edge, get_method
-from engine.reward_to_parameter import sequence_logps
-from engine.reward_to_parameter_simpo import SimPOConfig, simpo_loss, simpo_step
+from engine.edges.reward_to_parameter import sequence_logps
+from engine.edges.reward_to_parameter_simpo import SimPOConfig, simpo_loss, simpo_step
 from engine.evaluation import Scored
 from engine.training import update
 

@@ -18,11 +18,12 @@ from typing import Callable, ClassVar
 import torch
 
 from engine import training
-from engine.evaluation import Scored, kl_to_cached, reply_logprobs, sample_and_score
+from engine.artifacts import Adapter
+from engine.evaluation import Scored, held_out, kl_to_cached, reply_logprobs, sample_and_score
 from engine.kl import sequence_logprob
-from engine.lora import lora_config, parse_targets
+from engine.lora import lora_config
 from engine.policies import BASE, Policy, with_adapter
-from engine.prompt_to_parameter import shuffled_batches
+from engine.edges.prompt_to_parameter import shuffled_batches
 from engine.references import resolve_reward
 from engine.rl_objectives import (
     dpo_loss,
@@ -30,7 +31,8 @@ from engine.rl_objectives import (
     policy_gradient_loss,
     rloo_advantages,
 )
-from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.config_pieces import Compute, HeldOut, LoRA, Training, like, opt
+from engine.run_types import Result, RunContext
 from engine.methods import register
 
 EDGE = "reward->parameter"
@@ -38,37 +40,18 @@ MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over t
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(Training, LoRA, HeldOut, Compute):
     REFERENCES: ClassVar[dict] = {"reward": "reward"}
 
     reward: str = opt("", "Reward to maximize: empty = the scenario's reference reward, or the id of a run "
                           "that made a reward (prompt->reward, parameter->reward, ...).")
-    steps: int = opt(20, "Optimizer steps; each samples fresh replies from the current adapter.", 1, 2000)
-    batch_size: int = opt(8, "Train inputs per step.", 1, 64)
     k: int = opt(4, "Samples per input (the RLOO group, or the pool DPO picks best and worst from).", 2, 16)
     beta: float = opt(0.05, "KL strength β of Eq. 1 (rloo: reward − β log π/π0; dpo: DPO's β).", 0.0, 10.0)
-    lr: float = opt(2e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
-    lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
-    lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
-    lora_targets: str = opt("attention", "Modules that get LoRA: attention (the model's attention projections, found in the model), mlp, or a comma list of module names such as q_proj,v_proj.")
     temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
-    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
-    n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
-    n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
-    eval_samples: int = opt(4, "Samples per held-out input for reward and KL.", 1, 64)
-    eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
-    eval_every: int = opt(5, "Steps between live held-out reward / KL points (0 = only at the end).", 0, 2000)
-    precision: str = precision_opt()
-    seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
-
-    def validate(self) -> None:
-        parse_targets(self.lora_targets)
-
-
-METHODS = {
-    "rloo": {"beta": 0.05, "lr": 2e-3},
-    "dpo": {"beta": 0.1, "lr": 2e-3},   # Adam: the step size is ~lr whatever the loss scale; 5e-4 gained only +0.08
-}
+    steps: int = opt(20, "Optimizer steps; each samples fresh replies from the current adapter.", 1, 2000)
+    batch_size: int = opt(8, "Train inputs per step.", 1, 64)
+    lr: float = like(Training, "lr", 2e-3)
+    eval_every: int = like(Training, "eval_every", 5)
 
 
 def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = None) -> Result:
@@ -76,19 +59,14 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     this edge's own LOSS[method]); another file's method passes its own loss (reward_to_parameter_simpo.py)."""
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     reward = resolve_reward(config.reward, ctx)
-    held_x = sc.heldout_inputs[:config.n_heldout or None]
     policy = with_adapter(f"rl-{ctx.run_id}", "trained")
-    held = lambda p, lo, hi, label: sample_and_score(
-        host, p, held_x, reward, config.eval_samples, config.max_new_tokens, config.eval_temperature,
-        config.seed + 1, on_batch=lambda i, k: progress(lo + (hi - lo) * i / k, f"held-out: {label} generations"))
-
-    held_base = held(BASE, 0.0, 0.08, "base")
-    progress(0.08, "held-out: base", step=0, points=_live_eval(config, host, BASE, reward, sc.heldout_inputs))
+    held_base = held_out(ctx, config, BASE, reward, span=(0.0, 0.08))
+    progress(0.08, "held-out: base", step=0, points=_live_eval(config, ctx, BASE, reward))
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     try:
         _train(loss or LOSS[method], config, ctx, policy, reward)
-        held_after = held(policy, 0.9, 0.96, "trained")
+        held_after = held_out(ctx, config, policy, reward, span=(0.9, 0.96))
         progress(0.96, "held-out: KL to π0")
         kl, kl_seq = kl_to_base(host, policy, held_after)
         out = host.save_adapter(policy.adapter, ctx.out_dir)
@@ -98,9 +76,8 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl,
                "kl_to_base_seq": kl_seq}
     metrics |= _reference_metrics(config, sc, held_base, held_after)
-    artifact = {"kind": "adapter", "vertex": "parameter", "path": str(out),
-                "data": {"adapter_name": policy.adapter, "method": method, "reward": config.reward or "reference",
-                         "beta": config.beta}}
+    artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method, "reward": config.reward or "reference",
+                         "beta": config.beta})
     return Result(metrics=metrics, artifact=artifact, samples=held_base.rows() + held_after.rows())
 
 
@@ -139,7 +116,7 @@ def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
         return loss, points | {"train_reward": batch.mean_reward}
     training.train(host.trainable_parameters(policy.adapter), config.steps, config.lr, step, ctx.on_progress,
                    (0.1, 0.9), host.model, config.eval_every,
-                   lambda: _live_eval(config, host, policy, reward, ctx.scenario.heldout_inputs))
+                   lambda: _live_eval(config, ctx, policy, reward))
 
 
 def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool) -> torch.Tensor:
@@ -195,12 +172,10 @@ def best_worst_pairs(rewards: list[float], k: int) -> list[tuple[int, int]]:
 LOSS = {"rloo": _rloo_loss, "dpo": _dpo_loss}
 
 
-def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict[str, float]:
+def _live_eval(config, ctx, policy: Policy, reward) -> dict[str, float]:
     """Cheap points for the live curves, on the same slice every time: 12 held-out inputs × 2 samples."""
-    host.model.eval()
-    xs = heldout[:12]
-    s = sample_and_score(host, policy, xs, reward, 2, config.max_new_tokens, config.eval_temperature, config.seed + 7)
-    kl, kl_seq = (0.0, 0.0) if policy.adapter is None else kl_to_base(host, policy, s)
+    s = held_out(ctx, config, policy, reward, seed_offset=7, n_inputs=12, n_samples=2)
+    kl, kl_seq = (0.0, 0.0) if policy.adapter is None else kl_to_base(ctx.host, policy, s)
     return {"reward": s.mean_reward, "kl_to_base": kl, "kl_to_base_seq": kl_seq}
 
 
@@ -208,7 +183,7 @@ def _live_eval(config, host, policy: Policy, reward, heldout: list[str]) -> dict
 _METRICS = ("reward_before", "reward_after", "kl_to_base")
 register(EDGE, "rloo", title="KL-regularized policy gradient (RLOO)",
          equation="max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
-         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["rloo"])
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.05})
 register(EDGE, "dpo", title="Online DPO on best-vs-worst samples",
          equation="min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
-         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults=METHODS["dpo"])
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.1})   # lr 2e-3: Adam steps ~lr whatever the loss scale; 5e-4 gained +0.08

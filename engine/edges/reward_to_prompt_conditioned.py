@@ -13,8 +13,9 @@ import random
 import torch
 
 from engine import training
+from engine.artifacts import ReadablePrompt
 from engine.errors import LabInputError
-from engine.evaluation import Scored, sample_and_score
+from engine.evaluation import Scored, held_out, sample_and_score
 from engine.kl import sequence_logprob
 from engine.lora import lora_config
 from engine.losses import imitation_loss
@@ -30,7 +31,7 @@ from engine.reward_conditioning import (
     other_level,
     quantile_levels,
 )
-from engine.reward_to_prompt import EDGE, ConditionedConfig, data_policies, held_out
+from engine.edges.reward_to_prompt import EDGE, ConditionedConfig, data_policies
 from engine.rewards import spearman
 from engine.run_types import Result, RunContext
 from engine.methods import register
@@ -50,10 +51,10 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
     torch.manual_seed(config.seed)
     host.add_lora(name, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     try:
-        _train(config, ctx, name, data, levels)
-        held_base = held_out(config, ctx, BASE, reward, 1, 0.75, 0.8)
-        by_level = [held_out(config, ctx, Policy(control_prompt(config.control_format, s, k), name, f"level {s}"),
-                             reward, 1, 0.8 + 0.2 * (s - 1) / k, 0.8 + 0.2 * s / k) for s in range(1, k + 1)]
+        _train(config, ctx, name, data, levels, reward)
+        held_base = held_out(ctx, config, BASE, reward, span=(0.75, 0.8))
+        by_level = [held_out(ctx, config, level_policy(config, name, s), reward,
+                             span=(0.8 + 0.2 * (s - 1) / k, 0.8 + 0.2 * s / k)) for s in range(1, k + 1)]
         out = host.save_adapter(name, ctx.out_dir)
     except BaseException:
         host.delete_adapter(name)
@@ -62,10 +63,9 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
                                                                                "n_train_samples": len(levels)}
     # the prompt vertex: the control prompt z(s) of the top level, which works through the adapter trained with
     # it (Eq. 17 optimizes both); used as a policy, the artifact is that adapter + z(top level)
-    artifact = {"kind": "prompt", "vertex": "prompt", "path": str(out),
-                "data": {"prompt_text": control_prompt(config.control_format, k, k), "adapter_name": name,
+    artifact = ReadablePrompt(str(out), {"prompt_text": control_prompt(config.control_format, k, k), "adapter_name": name,
                          "method": "conditioned", "control_format": config.control_format,
-                         "levels": k, "level_thresholds": thresholds, "reward": config.reward.strip() or "reference"}}
+                         "levels": k, "level_thresholds": thresholds, "reward": config.reward.strip() or "reference"})
     samples = held_base.rows() + [row for s in by_level for row in s.rows()]
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
@@ -103,9 +103,14 @@ def _level_metrics(by_level: list[Scored], thresholds, train_rewards, train_leve
             "control_reward": sum(eq18) / len(eq18), "train_reward_by_level": train_means}
 
 
-def _train(config: ConditionedConfig, ctx: RunContext, name: str, data: Scored, levels: list[int]) -> None:
+def level_policy(config: ConditionedConfig, name: str, level: int) -> Policy:
+    """π(·|x, z(s)): the adapter being trained, with level s's control prompt."""
+    return Policy(control_prompt(config.control_format, level, config.levels), name, f"level {level}")
+
+
+def _train(config: ConditionedConfig, ctx: RunContext, name: str, data: Scored, levels: list[int], reward) -> None:
     """Eq. 17 as the likelihood of y under its own level's z(s), plus `contrast` × the level-contrast term
-    against a random other level; one level per batch."""
+    against a random other level; one level per batch. Live points: the top level's held-out reward."""
     host, k = ctx.host, config.levels
     rng, batches = random.Random(config.seed), []
     host.model.train()
@@ -124,14 +129,16 @@ def _train(config: ConditionedConfig, ctx: RunContext, name: str, data: Scored, 
         other = _logits(config, host, name, other_level(levels[idx[0]], k, rng), xs, ys)
         contrast = level_contrast_loss(sequence_logprob(logits, targets, mask), sequence_logprob(*other))
         return nll + config.contrast * contrast, points | {"level_contrast": contrast.item()}
+    top = level_policy(config, name, k)
+    live = lambda: {"reward_top_level": held_out(ctx, config, top, reward, seed_offset=7, n_inputs=12,
+                                                 n_samples=1).mean_reward}
     training.train(host.trainable_parameters(name), config.steps, config.lr, step, ctx.on_progress, (0.2, 0.75),
-                   host.model)
+                   host.model, config.eval_every, live)
 
 
 def _logits(config: ConditionedConfig, host, name: str, level: int, xs, ys):
-    policy = Policy(control_prompt(config.control_format, level, config.levels), name)
     with host.autocast():
-        return host.batch_logits(policy, xs, ys, grad=True)
+        return host.batch_logits(level_policy(config, name, level), xs, ys, grad=True)
 
 
 register(EDGE, "conditioned", title="Reward-conditioned training with control prompts z(s)",

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import torch
 
+from engine.artifacts import Reward
 from engine.errors import LabInputError
 from engine.evaluation import Scored, reply_logprobs
 from engine.kl import token_kl
@@ -28,7 +29,8 @@ from engine.references import policy_spec, resolve_policy
 from engine.reward_models import contrastive_token_table
 from engine.rewards import pair_accuracy
 from engine.rl_objectives import steered_logprobs
-from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.config_pieces import Compute, HeldOut, like, opt
+from engine.run_types import Result, RunContext
 from engine.steering import PRESETS, Steer, apply_preset, same_policy, steered_generate
 from engine.methods import register
 
@@ -37,7 +39,7 @@ TOKEN_VIEW_ROWS = 24   # replies per policy that keep their per-token log-ratios
 
 
 @dataclass(frozen=True)
-class LogRatioConfig:
+class LogRatioConfig(HeldOut, Compute):
     REFERENCES: ClassVar[dict] = {"source_run": "policy", "pi0": "policy", "pi1": "policy"}
 
     source_run: str = opt("", "π*: a run that made an adapter (or a prompt); also `prompt` (this scenario's z) "
@@ -50,16 +52,10 @@ class LogRatioConfig:
     preset: str = opt("custom", "Steering preset: proxy-tuning (π1 ≠ π0), contrastive-decoding (π1 = π*), "
                                 "context-aware (π* = with the prompt, π0 = without, π1 = π*), dexperts "
                                 "(π0 = the anti-expert's run).", choices=tuple(PRESETS))
-    n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
-    eval_samples: int = opt(4, "Samples per held-out input from each policy.", 1, 64)
+    n_heldout: int = like(HeldOut, "n_heldout", 0)
     eval_temperature: float = opt(0.7, "Sampling temperature of all held-out generations.", 0.05, 2.0)
-    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     batch_size: int = opt(32, "Replies decoded together (steering runs 2–3 rows per reply).", 1, 256)
-    precision: str = precision_opt()
     seed: int = opt(0, "Seed shared by all policies (coupled sampling).", 0, 2**31 - 1)
-
-
-METHODS = {"log-ratio": {}}
 
 
 def resolve_steer(config: LogRatioConfig, ctx) -> Steer:
@@ -105,7 +101,7 @@ def run(method: str, config: LogRatioConfig, ctx: RunContext) -> Result:
     spec = {"kind": "log-ratio", "star": policy_spec(steer.star, host), "zero": policy_spec(steer.zero, host),
             "aggregate": "sum", "steering": {"pi1": policy_spec(steer.pi1, host), "w": config.w}}
     samples = _rows(host, steer, (zero, star, pi1, steered), tokens_star)
-    return Result(metrics=metrics, artifact={"kind": "reward", "vertex": "reward", "path": None, "data": spec},
+    return Result(metrics=metrics, artifact=Reward(None, spec),
                   samples=samples)
 
 
@@ -201,6 +197,6 @@ def _token_view(host, scored: Scored, table) -> list[dict]:
 # ---------- the method of this edge ----------
 register(EDGE, "log-ratio", title="log π*/π0 as a reward; decoding-time steering of π1",
          equation="r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
-         config=LogRatioConfig, run=run, artifact="reward", defaults=METHODS["log-ratio"],
+         config=LogRatioConfig, run=run, artifact="reward",
          metrics=("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
                   "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered"))

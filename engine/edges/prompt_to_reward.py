@@ -15,12 +15,14 @@ import random
 import time
 from dataclasses import dataclass
 
+from engine.artifacts import Reward
 from engine.errors import LabInputError
-from engine.evaluation import Scored, sample_and_score
+from engine.evaluation import Scored, held_out, sample_and_score
 from engine.policies import BASE, Prompt
 from engine.reward_models import build_model_reward
 from engine.rewards import pair_accuracy, spearman
-from engine.run_types import Result, RunContext, opt
+from engine.config_pieces import Compute, HeldOut, LinearHead, like, opt
+from engine.run_types import Result, RunContext
 from engine.methods import register
 
 EDGE = "prompt->reward"
@@ -34,53 +36,58 @@ JUDGE_TEMPLATE = ("Criterion: {criterion}\n\nUser message: {input}\n\nReply: {ou
 
 
 @dataclass(frozen=True)
-class PromptRewardConfig:
+class PromptPairConfig(HeldOut, Compute):
+    """What every method of this edge reads: the prompt pair and the held-out pool it is checked on."""
     z_plus: str = opt("", "Positive prompt z+ (empty = the scenario's prompt).")
     z_minus: str = opt("", "Negative prompt z− (empty = the scenario's negative_prompt).")
-    aggregate: str = opt("sum", "contrastive: 'sum' = log π0(y|x,z+)/π0(y|x,z−) (Eq. 15); "
-                                "'mean' = the same per reply token.", choices=("sum", "mean"))
-    judge_template: str = opt(JUDGE_TEMPLATE, "judge: the grading prompt; {criterion}, {input} and "
-                                              "{output} are filled in. The judge replies 'Score: ' + a digit.")
-    judge_criterion: str = opt("", "judge: what a good reply is (empty = 'follows the instruction z+').")
-    preference_file: str = opt("", "bradley-terry: JSONL file of {prompt, chosen, rejected} "
-                                   "(empty = generate RLCD pairs from z+ and z−).")
-    pairs_per_input: int = opt(4, "bradley-terry: RLCD pairs (y+ from z+, y− from z−) per train input.", 1, 16)
-    pair_temperature: float = opt(1.0, "bradley-terry: sampling temperature of the RLCD pairs.", 0.05, 2.0)
-    n_train: int = opt(0, "bradley-terry: use only the first N train inputs / file pairs (0 = all).", 0, 100000)
-    head_steps: int = opt(300, "bradley-terry: full-batch Adam steps on the linear head.", 1, 10000)
-    head_lr: float = opt(1e-2, "bradley-terry: learning rate of the head.", 1e-5, 1.0)
-    head_l2: float = opt(1.0, "bradley-terry: L2 penalty l2·‖w‖² on the head (strong: the pairs are few, "
-                              "the features many).", 0.0, 100.0)
-    val_fraction: float = opt(0.2, "bradley-terry: share of pairs held back to check the head.", 0.0, 0.5)
-    n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    n_heldout: int = like(HeldOut, "n_heldout", 0)
     eval_samples: int = opt(2, "Samples per held-out input from each policy of the pool (π0, π0+z+, π0+z−).",
                             1, 16)
     eval_temperature: float = opt(0.7, "Sampling temperature of the held-out pool.", 0.05, 2.0)
-    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
-    seed: int = opt(0, "Seed for sampling and the head's data split.", 0, 2**31 - 1)
 
     def validate(self) -> None:
-        if self.aggregate not in ("sum", "mean"):
-            raise LabInputError(f"aggregate: {self.aggregate!r} is not one of sum, mean")
+        super().validate()
+        if self.z_plus.strip() and self.z_plus.strip() == self.z_minus.strip():
+            raise LabInputError("z_minus: identical to z_plus; the two prompts must differ")
+
+
+@dataclass(frozen=True)
+class JudgeConfig(PromptPairConfig):
+    judge_template: str = opt(JUDGE_TEMPLATE, "The grading prompt; {criterion}, {input} and {output} are filled "
+                                              "in. The judge replies 'Score: ' + a digit.")
+    judge_criterion: str = opt("", "What a good reply is (empty = 'follows the instruction z+').")
+
+    def validate(self) -> None:
+        super().validate()
         for key in ("{input}", "{output}"):
             if key not in self.judge_template:
                 raise LabInputError(f"judge_template: must contain {key} (where the judge sees the "
                                     f"{key.strip('{}')})")
-        if self.z_plus.strip() and self.z_plus.strip() == self.z_minus.strip():
-            raise LabInputError("z_minus: identical to z_plus; the two prompts must differ")
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig(PromptPairConfig):
+    aggregate: str = opt("sum", "'sum' = log π0(y|x,z+)/π0(y|x,z−) (Eq. 15); 'mean' = the same per reply token.",
+                         choices=("sum", "mean"))
+
+
+@dataclass(frozen=True)
+class BradleyTerryConfig(PromptPairConfig, LinearHead):
+    preference_file: str = opt("", "JSONL file of {prompt, chosen, rejected} (empty = generate RLCD pairs from "
+                                   "z+ and z−).")
+    pairs_per_input: int = opt(4, "RLCD pairs (y+ from z+, y− from z−) per train input.", 1, 16)
+    pair_temperature: float = opt(1.0, "Sampling temperature of the RLCD pairs.", 0.05, 2.0)
+    n_train: int = opt(0, "Use only the first N train inputs / file pairs (0 = all).", 0, 100000)
+    val_fraction: float = opt(0.2, "Share of pairs held back to check the head.", 0.0, 0.5)
+
+    def validate(self) -> None:
+        super().validate()
         if self.preference_file.strip():
             from engine.reward_models import load_preference_file
             load_preference_file(self.preference_file)
 
 
-METHODS = {
-    "judge": {},           # Eq. 14
-    "contrastive": {},     # Eq. 15
-    "bradley-terry": {},   # RLCD pairs -> Bradley-Terry head
-}
-
-
-def prompt_pair(config: PromptRewardConfig, scenario) -> tuple[Prompt, Prompt]:
+def prompt_pair(config: PromptPairConfig, scenario) -> tuple[Prompt, Prompt]:
     """(z+, z−): typed ones first, else the scenario's (z+ with its demonstrations); non-empty and different."""
     z_plus = Prompt(config.z_plus.strip()) if config.z_plus.strip() else scenario.z
     z_minus = Prompt(config.z_minus.strip() or scenario.negative_prompt.strip())
@@ -94,7 +101,7 @@ def prompt_pair(config: PromptRewardConfig, scenario) -> tuple[Prompt, Prompt]:
     return z_plus, z_minus
 
 
-def run(method: str, config: PromptRewardConfig, ctx: RunContext) -> Result:
+def run(method: str, config: PromptPairConfig, ctx: RunContext) -> Result:
     z_plus, z_minus = prompt_pair(config, ctx.scenario)
     spec, path, extra = DERIVE[method](config, ctx, z_plus, z_minus)
     reward = build_model_reward(spec, ctx.host)  # rebuilt from the spec: what is stored is what is measured
@@ -111,7 +118,7 @@ def run(method: str, config: PromptRewardConfig, ctx: RunContext) -> Result:
         metrics[f"derived_{s.policy}"] = sum(derived[k:k + len(s.outputs)]) / len(s.outputs)
         rows += [row | {DERIVED: d} for row, d in zip(s.rows(), derived[k:k + len(s.outputs)])]
         k += len(s.outputs)
-    artifact = {"kind": "reward", "vertex": "reward", "path": path, "data": spec}
+    artifact = Reward(path, spec)
     return Result(metrics=metrics | extra, artifact=artifact, samples=rows)
 
 
@@ -197,19 +204,11 @@ DERIVE = {"judge": _judge, "contrastive": _contrastive, "bradley-terry": _bradle
 
 def _sample_pool(config, ctx, z_plus, z_minus, lo: float) -> list[Scored]:
     """Held-out samples from π0, π0+z+ and π0+z−, each scored with the reference reward."""
-    sc, progress = ctx.scenario, ctx.on_progress
-    held_x = sc.heldout_inputs[:config.n_heldout or None]
-    reward, hi = sc.reward(), lo + 0.6 * (1 - lo)
+    reward, hi = ctx.scenario.reward(), lo + 0.6 * (1 - lo)
     policies = [BASE, z_plus.policy("positive"), z_minus.policy("negative")]
-    out = []
-    for i, policy in enumerate(policies):
-        a = lo + (hi - lo) * i / len(policies)
-        b = lo + (hi - lo) * (i + 1) / len(policies)
-        out.append(sample_and_score(ctx.host, policy, held_x, reward, config.eval_samples, config.max_new_tokens,
-                                    config.eval_temperature, config.seed + 1 + i,
-                                    on_batch=lambda j, k, a=a, b=b, p=policy.label:
-                                    progress(a + (b - a) * j / k, f"held-out: {p} generations")))
-    return out
+    step = (hi - lo) / len(policies)
+    return [held_out(ctx, config, policy, reward, seed_offset=1 + i, span=(lo + step * i, lo + step * (i + 1)))
+            for i, policy in enumerate(policies)]
 
 
 def _score(reward, xs: list[str], ys: list[str], ctx, lo: float, chunk: int = 32) -> list[float]:
@@ -224,10 +223,10 @@ def _score(reward, xs: list[str], ys: list[str], ctx, lo: float, chunk: int = 32
 _METRICS = ("pair_accuracy", "spearman", "n_pairs")
 register(EDGE, "contrastive", title="Contrastive scoring with a prompt pair",
          equation="R(x,y) = log π0(y|x,z+) − log π0(y|x,z−)   (Eq. 15)",
-         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["contrastive"])
+         config=ContrastiveConfig, run=run, metrics=_METRICS, artifact="reward")
 register(EDGE, "judge", title="Direct prompting: the model as a judge",
          equation="r(x,y) = Σ_s s · π0(s|x,y,z), s ∈ 1..9   (Eq. 14)",
-         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["judge"])
+         config=JudgeConfig, run=run, metrics=_METRICS, artifact="reward")
 register(EDGE, "bradley-terry", title="Contrastive prompting pairs → Bradley-Terry reward model",
          equation="y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−);  min −log σ(r(x,y+) − r(x,y−))",
-         config=PromptRewardConfig, run=run, metrics=_METRICS, artifact="reward", defaults=METHODS["bradley-terry"])
+         config=BradleyTerryConfig, run=run, metrics=_METRICS, artifact="reward")

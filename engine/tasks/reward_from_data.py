@@ -20,14 +20,16 @@ from typing import ClassVar
 
 import torch
 
-from engine.best_of_n import bon_expected, parse_ns
+from engine.artifacts import Reward
+from engine.tasks.best_of_n import bon_expected, parse_ns
 from engine.errors import LabInputError
 from engine.evaluation import sample_and_score
-from engine.prompt_to_reward import DERIVED
+from engine.edges.prompt_to_reward import DERIVED
 from engine.references import resolve_policy
 from engine.reward_models import build_model_reward
 from engine.rewards import pair_accuracy
-from engine.run_types import Result, RunContext, opt
+from engine.config_pieces import LinearHead, opt
+from engine.run_types import Result, RunContext
 from engine.methods import register
 
 TASK = "reward-model"
@@ -35,7 +37,7 @@ EQUATION = {"outcome": "Eq. 8", "pairwise": "Eq. 4"}
 
 
 @dataclass(frozen=True)
-class OutcomeRMConfig:
+class OutcomeRMConfig(LinearHead):
     REFERENCES: ClassVar[dict] = {"policy": "policy"}
 
     policy: str = opt("prompt", "Policy whose replies are labelled and later reranked: `base`, `prompt`, "
@@ -48,11 +50,8 @@ class OutcomeRMConfig:
     context: str = opt("neutral", "What the head's π0 reads before the reply: `neutral` (the neutral system "
                                   "message and x) or `policy` (the policy's own prompt z and x, as it answered).",
                        choices=("neutral", "policy"))
-    head_steps: int = opt(300, "Full-batch Adam steps on the linear head.", 1, 10000)
-    head_lr: float = opt(1e-2, "Learning rate of the head.", 1e-5, 1.0)
     head_l2: float = opt(1.0, "L2 penalty l2·‖w‖² on the head (a few hundred replies, up to 1152 features: "
-                                    "strong).",
-                         0.0, 100.0)
+                              "strong).", 0.0, 100.0)
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 100000)
     n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 100000)
     heldout_samples: int = opt(8, "Fresh replies per held-out input (the pool best-of-N picks from).", 2, 64)
@@ -62,6 +61,7 @@ class OutcomeRMConfig:
     seed: int = opt(0, "Seed for sampling.", 0, 2**31 - 1)
 
     def validate(self) -> None:
+        super().validate()
         ns = parse_ns(self.n)
         if max(ns) > self.heldout_samples:
             raise LabInputError(f"n: {max(ns)} is more than heldout_samples={self.heldout_samples}; "
@@ -182,7 +182,7 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
     for row, s in zip(rows, scores):
         row[DERIVED] = s
     return Result(metrics=metrics, samples=rows,
-                  artifact={"kind": "reward", "vertex": "reward", "path": str(path), "data": spec})
+                  artifact=Reward(str(path), spec))
 
 
 # ---------- the methods of this task ----------

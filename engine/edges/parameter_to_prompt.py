@@ -24,8 +24,10 @@ from typing import ClassVar
 import torch
 
 from engine import training
+from engine.artifacts import ReadablePrompt, SoftPrompt
 from engine.evaluation import (
     Scored,
+    held_out,
     kl_to_cached,
     pad_tables,
     reply_logprobs,
@@ -39,9 +41,10 @@ from engine.prompt_search import (
     propose_rewrites,
     trim_reply,
 )
-from engine.prompt_to_parameter import shuffled_batches
+from engine.edges.prompt_to_parameter import shuffled_batches
 from engine.references import resolve_policy, stored_artifact
-from engine.run_types import Result, RunContext, opt, precision_opt
+from engine.config_pieces import Compute, HeldOut, like, opt
+from engine.run_types import Result, RunContext
 from engine.settings import ASSETS_DIR
 from engine.methods import register
 
@@ -54,20 +57,16 @@ DESCRIBE_TASK = ('Question: "{x}"\nReply A: "{a}"\nReply B: "{b}"\n'
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(HeldOut, Compute):
     REFERENCES: ClassVar[dict] = {"source_run": "adapter"}
 
     source_run: str = opt("", "π*: the id of a run that made an adapter (e.g. a context distillation run).")
     n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
     train_samples: int = opt(1, "Samples y ~ π*(·|x) per train input: the transfer set D.", 1, 16)
     sample_temperature: float = opt(1.0, "Sampling temperature of π* on train inputs.", 0.05, 2.0)
-    max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
-    n_heldout: int = opt(16, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    n_heldout: int = like(HeldOut, "n_heldout", 16)
     eval_samples: int = opt(2, "Samples y ~ π* per held-out input for the KL (and of π0, π0 + z for rewards).",
                             1, 16)
-    eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
-    precision: str = precision_opt()
-    seed: int = opt(0, "Seed for sampling, batching and proposals.", 0, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,6 @@ class DiscreteConfig(FitConfig):
     keep_top: int = opt(3, "Parents per round: the best prompts so far.", 1, 16)
     rewrite_temperature: float = opt(0.8, "Sampling temperature of descriptions and rewrites.", 0.05, 2.0)
     rewrite_tokens: int = opt(48, "Longest description or rewrite the model writes, in tokens.", 8, 256)
-
-
-METHODS = {"soft": {}, "discrete": {}}
 
 
 @dataclass
@@ -141,11 +137,9 @@ def _heldout(config: FitConfig, ctx: RunContext, star: Policy, span) -> Target:
                          "held-out: π* generations")
 
 
-def _rewards(config: FitConfig, ctx: RunContext, policies: list[Policy], held: Target) -> list[Scored]:
+def _rewards(config: FitConfig, ctx: RunContext, policies: list[Policy]) -> list[Scored]:
     """Held-out samples of more policies, coupled to π*'s (same inputs and seed), for rewards and the table."""
-    xs = list(dict.fromkeys(held.scored.inputs))
-    return [sample_and_score(ctx.host, p, xs, ctx.scenario.reward(), config.eval_samples, config.max_new_tokens,
-                             config.eval_temperature, config.seed + 1) for p in policies]
+    return [held_out(ctx, config, p, ctx.scenario.reward()) for p in policies]
 
 
 # ---------- soft ----------
@@ -169,7 +163,7 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
         kl_after = held.kl(host, soft)
         projection = nearest_token_text(host, embeds)
         kl_projected = held.kl(host, prompted(projection)) if projection else None
-        base_s, soft_s = _rewards(config, ctx, [BASE, soft], held)
+        base_s, soft_s = _rewards(config, ctx, [BASE, soft])
         path = host.save_soft_prompt(soft.soft, ctx.out_dir / "soft_prompt.safetensors",
                                      {"init_text": config.init_text, "model": host.model_name})
     except BaseException:
@@ -180,8 +174,7 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
                "reward_prompt": soft_s.mean_reward}
     data = {"n_tokens": config.n_tokens, "init_text": config.init_text, "objective": config.objective,
             "nearest_tokens": projection, "source_run": config.source_run, "system": None}
-    return Result(metrics=metrics, artifact={"kind": "soft_prompt", "vertex": "prompt", "path": str(path),
-                                             "data": data},
+    return Result(metrics=metrics, artifact=SoftPrompt(str(path), data),
                   samples=held.scored.rows() + base_s.rows() + soft_s.rows())
 
 
@@ -273,13 +266,13 @@ def run_discrete(config: DiscreteConfig, ctx: RunContext) -> Result:
     metrics = {"kl_before": held.kl(host, BASE), "kl_after": held.kl(host, best_policy),
                "kl_soft": held.kl(host, soft_policy) if soft_policy else None,
                "kl_train_best": best.kl_train, "n_candidates": len(pool)}
-    base_s, best_s = _rewards(config, ctx, [BASE, best_policy], held)
+    base_s, best_s = _rewards(config, ctx, [BASE, best_policy])
     metrics |= {"reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
                 "reward_prompt": best_s.mean_reward}
     ranked = sorted(pool, key=lambda c: c.kl_train)[:12]
     data = {"prompt_text": best.text, "origin": best.origin, "source_run": config.source_run,
             "candidates": [vars(c) for c in ranked]}
-    return Result(metrics=metrics, artifact={"kind": "prompt", "vertex": "prompt", "path": None, "data": data},
+    return Result(metrics=metrics, artifact=ReadablePrompt(None, data),
                   samples=held.scored.rows() + base_s.rows() + best_s.rows())
 
 
@@ -300,7 +293,7 @@ def _soft_run(config: DiscreteConfig, ctx: RunContext) -> tuple[Policy | None, s
         return None, ""
     from engine.references import artifact_policy_spec, policy_from_spec
     ref = config.soft_run.strip()
-    artifact = stored_artifact(ctx.lookup, ref, "soft_run", ("soft_prompt",))
+    artifact = stored_artifact(ctx.lookup, ref, "soft_run", ("soft_prompt",), ctx.host.model_name)
     policy = policy_from_spec(artifact_policy_spec(artifact, ref), ctx.host)
     return policy, nearest_token_text(ctx.host, ctx.host.soft_prompts[policy.soft]["embeds"])
 
@@ -351,9 +344,9 @@ def _score_all(ctx: RunContext, config: DiscreteConfig, train: Target, pool: lis
 # ---------- the methods of this edge ----------
 register(EDGE, "soft", title="Soft prompt tuning: virtual tokens that imitate the adapter",
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
-         config=SoftConfig, run=run, artifact="soft_prompt", defaults=METHODS["soft"],
+         config=SoftConfig, run=run, artifact="soft_prompt",
          metrics=("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt"))
 register(EDGE, "discrete", title="Readable prompt: search over candidates scored by KL to π*",
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
-         config=DiscreteConfig, run=run, artifact="prompt", defaults=METHODS["discrete"],
+         config=DiscreteConfig, run=run, artifact="prompt",
          metrics=("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base", "reward_prompt"))

@@ -5,10 +5,10 @@ Two methods; the reward is the scenario's reference reward or any reward artifac
                a candidate list in assets/prompts/, the user's) are scored by their mean reward on train
                inputs; each iteration the best few get rewritten by the model itself, edited (sentence
                operators) and given their best reply as a worked example, and the new prompts are scored,
-               until the budget of model calls is spent (engine/reward_to_prompt_search.py).
+               until the budget of model calls is spent (engine/edges/reward_to_prompt_search.py).
   conditioned  Eq. 17 — scored samples are binned into k reward levels; a LoRA adapter learns y from
                (z(s), x) with z(s) a readable control prompt; at test time z(s) asks for level s
-               (engine/reward_to_prompt_conditioned.py).
+               (engine/edges/reward_to_prompt_conditioned.py).
 Reports, held-out: search — reward of no prompt, the seed prompt and the best prompt; conditioned — the
 achieved reward at each level and its Spearman correlation with the level.
 """
@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from engine.errors import LabInputError
-from engine.evaluation import Scored, sample_and_score
-from engine.lora import parse_targets
+from engine.evaluation import Scored
 from engine.policies import Prompt
 from engine.prompt_search import calls_per_candidate
 from engine.reward_conditioning import DEFAULT_FORMAT, check_format
-from engine.run_types import opt, precision_opt
+from engine.config_pieces import Compute, HeldOut, LoRA, Training, like, opt
 from engine.settings import ASSETS_DIR
 
 EDGE = "reward->prompt"
@@ -33,7 +32,7 @@ DATA_POLICIES = ("base", "prompt", "negative")
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(HeldOut, Compute):
     REFERENCES: ClassVar[dict] = {"reward": "reward"}
 
     reward: str = opt("", "Reward to maximize: empty = the scenario's reference reward, or the id of a run "
@@ -56,14 +55,14 @@ class SearchConfig:
                             "each) before the pick; guards against a lucky score. 0 = search score only.", 0, 16)
     margin: float = opt(1.0, "The best finalist replaces the seed only if it beats it by more than this many "
                              "standard errors of their paired per-input difference.", 0.0, 5.0)
-    n_heldout: int = opt(0, "Use only the first N held-out inputs (0 = all).", 0, 10000)
-    eval_samples: int = opt(2, "Samples per held-out input for each reported reward.", 1, 64)
+    n_heldout: int = like(HeldOut, "n_heldout", 0)
+    eval_samples: int = like(HeldOut, "eval_samples", 2)
     eval_temperature: float = opt(0.7, "Sampling temperature of scored generations (search and held-out).",
                                   0.05, 2.0)
-    max_new_tokens: int = opt(32, "Longest reply sampled, in tokens.", 4, 256)
-    seed: int = opt(0, "Seed for sampling and proposals.", 0, 2**31 - 1)
+    max_new_tokens: int = like(HeldOut, "max_new_tokens", 32)
 
     def validate(self) -> None:
+        super().validate()
         cost = calls_per_candidate(self.search_inputs, self.search_samples)
         if self.budget < cost:
             raise LabInputError(f"budget: {self.budget} model calls cannot score one prompt (search_inputs × "
@@ -73,7 +72,7 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class ConditionedConfig:
+class ConditionedConfig(Training, LoRA, HeldOut, Compute):
     REFERENCES: ClassVar[dict] = {"reward": "reward"}
 
     reward: str = opt("", "Reward to condition on: empty = the scenario's reference reward, or the id of a "
@@ -88,23 +87,15 @@ class ConditionedConfig:
     data_temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
     contrast: float = opt(1.0, "Weight of the level-contrast term −log σ(log π(y|x,z(s)) − log π(y|x,z(s'))) "
                                "for a random other level s' (0 = Eq. 17's likelihood alone).", 0.0, 10.0)
-    steps: int = opt(40, "Optimizer steps on the LoRA adapter.", 1, 2000)
     batch_size: int = opt(8, "Samples per step (each batch holds one level).", 1, 64)
-    lr: float = opt(3e-3, "AdamW learning rate (cosine decay to 10%).", 1e-6, 1e-1)
-    lora_rank: int = opt(8, "LoRA rank r.", 1, 128)
-    lora_alpha: float = opt(16.0, "LoRA scaling α (the update is scaled by α/r).", 0.1, 512)
-    lora_targets: str = opt("attention", "Modules that get LoRA: attention (the model's attention projections, found in the model), mlp, or a comma list of module names such as q_proj,v_proj.")
-    precision: str = precision_opt()
-    n_train: int = opt(0, "Use only the first N train inputs (0 = all).", 0, 10000)
-    n_heldout: int = opt(24, "Use only the first N held-out inputs (0 = all).", 0, 10000)
+    lr: float = like(Training, "lr", 3e-3)
+    eval_every: int = like(Training, "eval_every", 0)
     eval_samples: int = opt(2, "Samples per held-out input at each level.", 1, 64)
-    eval_temperature: float = opt(0.7, "Sampling temperature of held-out generations.", 0.05, 2.0)
-    max_new_tokens: int = opt(32, "Longest reply sampled, in tokens.", 4, 256)
-    seed: int = opt(0, "Seed for sampling, batching and LoRA init.", 0, 2**31 - 1)
+    max_new_tokens: int = like(HeldOut, "max_new_tokens", 32)
 
     def validate(self) -> None:
+        super().validate()
         check_format(self.control_format)
-        parse_targets(self.lora_targets)
         data_policies(self.data_policies)
 
 
@@ -146,16 +137,6 @@ def seed_pool(config: SearchConfig, scenario) -> list[tuple[Prompt, str]]:
         if all(z != p for p, _ in out):
             out.append((z, origin))
     return out
-
-
-# ---------- held-out, shared ----------
-def held_out(config, ctx, policy, reward, seed_offset: int, lo: float, hi: float) -> Scored:
-    """Held-out samples of one policy; the same seed for every policy couples their samples."""
-    xs = ctx.scenario.heldout_inputs[:config.n_heldout or None]
-    return sample_and_score(ctx.host, policy, xs, reward, config.eval_samples, config.max_new_tokens,
-                            config.eval_temperature, config.seed + seed_offset,
-                            on_batch=lambda i, k: ctx.on_progress(lo + (hi - lo) * i / k,
-                                                                  f"held-out: {policy.label} generations"))
 
 
 def relabel(s: Scored, label: str) -> Scored:

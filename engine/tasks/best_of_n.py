@@ -17,7 +17,8 @@ from engine.errors import LabInputError
 from engine.evaluation import sample_and_score
 from engine.references import resolve_policy, resolve_reward
 from engine.rl_objectives import best_of_n_kl_bound
-from engine.run_types import Result, RunContext, opt
+from engine.config_pieces import opt
+from engine.run_types import Result, RunContext
 from engine.methods import register
 
 TASK = "best-of-n"

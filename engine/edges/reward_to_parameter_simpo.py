@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.methods import register
-from engine.reward_to_parameter import EDGE, RLConfig, best_worst_pairs, run, sequence_logps
-from engine.run_types import opt
+from engine.edges.reward_to_parameter import EDGE, RLConfig, best_worst_pairs, run, sequence_logps
+from engine.config_pieces import opt
 
 
 def simpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, len_w: torch.Tensor, len_l: torch.Tensor,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 
-from engine.evaluation import sample_and_score
+from engine.artifacts import ReadablePrompt
+from engine.evaluation import held_out, sample_and_score
 from engine.policies import BASE, Prompt
 from engine.prompt_search import (
     Candidate,
@@ -23,7 +24,7 @@ from engine.prompt_search import (
     top_candidates,
 )
 from engine.references import resolve_reward
-from engine.reward_to_prompt import EDGE, SearchConfig, held_out, relabel, seed_pool
+from engine.edges.reward_to_prompt import EDGE, SearchConfig, relabel, seed_pool
 from engine.run_types import Result, RunContext
 from engine.methods import register
 
@@ -70,18 +71,17 @@ def run_search(config: SearchConfig, ctx: RunContext) -> Result:
     challengers = others if config.finalists else top_candidates([c for c in pool if c is not seed_c], 1)
     best = pick_best(seed_c, challengers, config.margin)
 
-    held_none = held_out(config, ctx, BASE, reward, 1, 0.75, 0.83)
-    held_seed = held_out(config, ctx, sc.z.policy("seed"), reward, 1, 0.83, 0.91)
+    held_none = held_out(ctx, config, BASE, reward, span=(0.75, 0.83))
+    held_seed = held_out(ctx, config, sc.z.policy("seed"), reward, span=(0.83, 0.91))
     held_best = (relabel(held_seed, "best") if best.prompt == sc.z else
-                 held_out(config, ctx, best.prompt.policy("best"), reward, 1, 0.91, 0.99))
+                 held_out(ctx, config, best.prompt.policy("best"), reward, span=(0.91, 0.99)))
     metrics = {"reward_none": held_none.mean_reward, "reward_seed": held_seed.mean_reward,
                "reward_best": held_best.mean_reward, "search_score_seed": seed_c.score,
                "search_score_best": best.score, "n_candidates": len(pool), "model_calls": score.calls,
                "iterations": max(c.iteration for c in pool), "best_iteration": best.iteration}
-    artifact = {"kind": "prompt", "vertex": "prompt", "path": None,
-                "data": {**best.prompt.data(), "origin": best.origin, "seed_prompt": sc.prompt,
+    artifact = ReadablePrompt(None, {**best.prompt.data(), "origin": best.origin, "seed_prompt": sc.prompt,
                          "search_score": best.score, "val_score": best.val_score,
-                         "reward": config.reward.strip() or "reference"}}
+                         "reward": config.reward.strip() or "reference"})
     samples = held_none.rows() + held_seed.rows() + held_best.rows() + candidate_rows(pool)
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
