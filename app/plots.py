@@ -16,7 +16,8 @@ from app import plots_reward_prompt as prz
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
 CURVES_BY_EDGE = {
     "reward->parameter": (("loss", "training loss"), ("kl_to_base", "held-out KL(π ‖ π0) (nats/token)"),
-                          ("reward", "held-out reward")),
+                          ("reward", "held-out reward"),
+                          ("signal", "reward signal: share of inputs whose replies score differently")),
     "best-of-n": (("reward", "held-out reward vs N"), ("kl_bound", "KL bound vs N (nats per reply)")),
     "parameter->prompt": (("loss", "soft: training loss"), ("kl_heldout", "soft: held-out KL(π* ‖ π0(·|x,z))"),
                           ("kl_train_best", "discrete: best KL to π* so far, per prompt scored")),

@@ -59,10 +59,17 @@ def metrics_markdown(run: dict | None) -> str:
     m = run.get("metrics") or {}
     if not m:
         return ""
-    rows = "\n".join(f"| `{k}` | {metric_text(v)} |" for k, v in m.items() if not _is_table(v))
+    rows = "\n".join(f"| `{k}` | {metric_text(v)} |" for k, v in m.items() if not _is_table(v) and k != "warnings")
     dur = f" in {run['duration_s']:.0f} s" if run.get("duration_s") else ""
-    return (f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
+    return (warnings_markdown(m.get("warnings"))
+            + f"**Final numbers** (held-out){dur}\n\n| metric | value |\n|---|---|\n{rows}"
             + hops_markdown(m.get("hops")) + found_prompt_markdown(run))
+
+
+def warnings_markdown(warnings: list[str] | None) -> str:
+    """A run's warnings (e.g. RL without reward signal), above its numbers, where they are read first."""
+    return "".join(f"<div class='lab-warning' style='color:#b35900'>⚠ <b>Warning.</b> {html.escape(w)}</div>\n\n"
+                   for w in warnings or [])
 
 
 def _is_table(value) -> bool:

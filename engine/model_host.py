@@ -150,8 +150,8 @@ class ModelHost:
             for p in self.trainable_parameters(name):  # trainable whichever adapter peft left active
                 p.requires_grad_(True)
 
-    def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load a saved adapter (safetensors) under `name`, frozen."""
+    def load_adapter(self, name: str, path: str | Path, trainable: bool = False) -> None:
+        """Load a saved adapter (safetensors) under `name`, frozen (or trainable: a warm start)."""
         from peft import PeftModel
         with self.lock:
             if name in self.adapters:
@@ -159,12 +159,12 @@ class ModelHost:
             with self._trainable_kept():
                 if self.peft is None:
                     self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
-                                                           is_trainable=False)
+                                                           is_trainable=trainable)
                 else:
-                    self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                    self.model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
             self.adapters[name] = {"path": str(path)}
             for p in self.trainable_parameters(name):
-                p.requires_grad_(False)
+                p.requires_grad_(trainable)
 
     def save_adapter(self, name: str, path: str | Path) -> Path:
         path = Path(path)

@@ -18,8 +18,8 @@ from engine.policies import BASE, Policy, policy_from_spec, policy_spec  # noqa:
 
 Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
 KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt", "soft_prompt"),
-            "soft_prompt": ("soft_prompt",)}
-OPTIONAL = ("reward", "soft_prompt")   # reference kinds a config may leave empty
+            "soft_prompt": ("soft_prompt",), "initial_adapter": ("adapter",)}
+OPTIONAL = ("reward", "soft_prompt", "initial_adapter")   # reference kinds a config may leave empty
 BUILTIN_POLICIES = ("base", "prompt")
 
 
@@ -126,7 +126,8 @@ def _expected(what: str) -> str:
     return {"policy": "base, prompt, scenario:NAME or a run id",
             "adapter": "the id of a run that made an adapter",
             "reward": "the id of a run that made a reward",
-            "soft_prompt": "the id of a run that made a soft prompt"}[what]
+            "soft_prompt": "the id of a run that made a soft prompt",
+            "initial_adapter": "the id of a run that made an adapter (or nothing)"}[what]
 
 
 def _article(word: str) -> str:

@@ -5,6 +5,7 @@
           RLOO baseline: each sample against the mean of the other k−1            rloo_advantages
           policy gradient (REINFORCE with that baseline)                         policy_gradient_loss
   DPO     −log σ(β [(log π(y_w) − log π0(y_w)) − (log π(y_l) − log π0(y_l))])    dpo_loss
+  signal  share of groups of k whose rewards differ (else every advantage is 0)   reward_signal
   Eq. 4   r*(x,y) = log π*(y|x) − log π0(y|x)                                    log_ratio_reward
   Eq. 7   log π2(y_t|·) ∝ log π1(y_t|·) + (1/β)(log π*(y_t|·) − log π0(y_t|·))    steered_logprobs
 """
@@ -23,6 +24,17 @@ def kl_shaped_reward(reward: torch.Tensor, logp: torch.Tensor, logp_ref: torch.T
         beta: the KL coefficient β.
     """
     return reward - beta * (logp - logp_ref)
+
+
+def reward_signal(rewards: list[float], k: int) -> float:
+    """The share of groups (k samples of one input, in order) whose rewards are not all equal.
+
+    A group whose k replies all score the same gives RLOO a zero leave-one-out advantage for every reply and
+    DPO no best-vs-worst pair: only the groups counted here carry a reward signal (β·KL shaping aside)."""
+    groups = [rewards[g * k:(g + 1) * k] for g in range(len(rewards) // k)]
+    if not groups:
+        raise ValueError(f"reward_signal: {len(rewards)} rewards hold no group of k={k}")
+    return sum(max(g) > min(g) for g in groups) / len(groups)
 
 
 def kl_regularized_objective(reward: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor,

@@ -34,11 +34,12 @@ def update(opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.T
 
 def train(params: list[torch.Tensor], steps: int, lr: float, step: StepFn, progress, span: tuple[float, float],
           model: torch.nn.Module, eval_every: int = 0, live_eval: Callable[[], dict] | None = None,
-          optimizer: type = torch.optim.AdamW) -> None:
+          optimizer: type = torch.optim.AdamW, note: Callable[[], str] | None = None) -> None:
     """Run `steps` updates of `params`; progress goes from span[0] to span[1] with every step's points.
 
     `live_eval` (in eval mode) adds held-out points every `eval_every` steps, except after the last one (the
-    method's final evaluation measures that). The model is left in eval mode."""
+    method's final evaluation measures that); `note()` is added to each step's stage text (a method's live
+    warning). The model is left in eval mode."""
     opt = optimizer(params, lr=lr, weight_decay=0.0)
     lo, hi = span
     t0 = time.perf_counter()
@@ -56,6 +57,7 @@ def train(params: list[torch.Tensor], steps: int, lr: float, step: StepFn, progr
                 model.eval()
                 points |= live_eval()
                 model.train(was_training)
-            progress(lo + (hi - lo) * (i + 1) / steps, f"training step {i + 1}/{steps}", step=i + 1, points=points)
+            stage = f"training step {i + 1}/{steps}" + (note() if note else "")
+            progress(lo + (hi - lo) * (i + 1) / steps, stage, step=i + 1, points=points)
     finally:
         model.eval()

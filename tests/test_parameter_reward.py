@@ -76,7 +76,8 @@ def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
     assert rl["metrics"]["kl_to_base"] > 0                         # the adapter moved away from π0
     assert rl["config"]["runtime"] == lab.jobs.host.runtime()       # the run records what it ran on
     names = {p["name"] for p in lab.points(rl["run_id"])}
-    assert {"loss", "train_reward", "reward", "kl_to_base"} <= names
+    assert {"loss", "train_reward", "reward", "kl_to_base", "signal"} <= names
+    assert 0 <= rl["metrics"]["reward_signal"] <= 1
     assert Path(rl["artifacts"][0]["path"], "adapter_model.safetensors").is_file()
 
     lr_id = lab.run_now(lab.prepare("parameter", "reward", None, "sentiment",

@@ -6,8 +6,12 @@ Objective (Eq. 1): max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]. T
   dpo   k samples per input, scored; DPO on the best-vs-worst pair of each input, refreshed every step
         (online). π0 is the same weights with the adapter switched off — never a second model copy.
 The reward is the scenario's reference reward or any reward artifact in storage (`reward` = a run id).
+The adapter starts fresh (seeded) or from another run's adapter (`init` = a run id, e.g. context
+distillation of a prompt that earns the reward: the triangle's way around a reward too sparse for RL).
 Reports, held-out: reward before (π0) and after (the adapter), exact KL(π ‖ π0) per token; per step the
-train reward, loss, and every `eval_every` steps held-out reward and KL to π0 (the reward-vs-KL curve).
+train reward, loss, the reward signal (the share of groups whose rewards differ), and every `eval_every`
+steps held-out reward and KL to π0 (the reward-vs-KL curve). A run whose signal stays low says so
+(metrics["warnings"]) with what to try.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ from engine.kl import sequence_logprob
 from engine.lora import lora_config
 from engine.policies import BASE, Policy, with_adapter
 from engine.edges.prompt_to_parameter import shuffled_batches
-from engine.references import resolve_reward
+from engine.references import resolve_reward, stored_artifact
 from engine.rl_objectives import (
     dpo_loss,
     kl_shaped_reward,
     policy_gradient_loss,
+    reward_signal,
     rloo_advantages,
 )
 from engine.config_pieces import Compute, HeldOut, LoRA, Training, like, opt
@@ -41,10 +46,14 @@ MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over t
 
 @dataclass(frozen=True)
 class RLConfig(Training, LoRA, HeldOut, Compute):
-    REFERENCES: ClassVar[dict] = {"reward": "reward"}
+    REFERENCES: ClassVar[dict] = {"reward": "reward", "init": "initial_adapter"}
 
     reward: str = opt("", "Reward to maximize: empty = the scenario's reference reward, or the id of a run "
                           "that made a reward (prompt->reward, parameter->reward, ...).")
+    init: str = opt("", "Warm start: the id of a run that made an adapter (e.g. context distillation of a "
+                        "prompt that earns the reward); training starts from its weights, rank, α and targets "
+                        "(the lora_* settings are then unused). KL is still measured to π0. Empty = a fresh "
+                        "LoRA.")
     k: int = opt(4, "Samples per input (the RLOO group, or the pool DPO picks best and worst from).", 2, 16)
     beta: float = opt(0.05, "KL strength β of Eq. 1 (rloo: reward − β log π/π0; dpo: DPO's β).", 0.0, 10.0)
     temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
@@ -62,10 +71,9 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     policy = with_adapter(f"rl-{ctx.run_id}", "trained")
     held_base = held_out(ctx, config, BASE, reward, span=(0.0, 0.08))
     progress(0.08, "held-out: base", step=0, points=_live_eval(config, ctx, BASE, reward))
-    torch.manual_seed(config.seed)
-    host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
+    start_adapter(config, ctx, policy.adapter)
     try:
-        _train(loss or LOSS[method], config, ctx, policy, reward)
+        signals = _train(loss or LOSS[method], config, ctx, policy, reward)
         held_after = held_out(ctx, config, policy, reward, span=(0.9, 0.96))
         progress(0.96, "held-out: KL to π0")
         kl, kl_seq = kl_to_base(host, policy, held_after)
@@ -76,8 +84,13 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl,
                "kl_to_base_seq": kl_seq}
     metrics |= _reference_metrics(config, sc, held_base, held_after)
-    artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method, "reward": config.reward or "reference",
-                         "beta": config.beta})
+    metrics["reward_signal"] = sum(signals) / len(signals)
+    warning = low_signal_warning(signals, config.k)
+    if warning:
+        metrics["warnings"] = [warning]
+    artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method,
+                                  "reward": config.reward or "reference", "beta": config.beta,
+                                  "init": config.init.strip() or None})
     return Result(metrics=metrics, artifact=artifact, samples=held_base.rows() + held_after.rows())
 
 
@@ -100,23 +113,71 @@ def _reference_metrics(config, sc, before: Scored, after: Scored) -> dict:
     return {"reference_reward_before": mean(before), "reference_reward_after": mean(after)}
 
 
+# ---------- the adapter, the signal ----------
+def start_adapter(config: RLConfig, ctx: RunContext, name: str) -> None:
+    """The adapter RL trains, under `name`: a fresh seeded LoRA, or a trainable copy of run `init`'s adapter
+    (the source run's files are not touched: the result is saved in this run's own directory)."""
+    if config.init.strip():
+        source = stored_artifact(ctx.lookup, config.init.strip(), "init", ("adapter",), ctx.host.model_name)
+        ctx.host.load_adapter(name, source["path"], trainable=True)
+        return
+    torch.manual_seed(config.seed)
+    ctx.host.add_lora(name, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
+
+
+LOW_SIGNAL = 0.25   # a step where fewer groups than this have unequal rewards learns (almost) nothing
+PATIENCE = 3        # consecutive such steps (or all of a shorter run) before the run says so
+
+
+def low_signal_steps(signals: list[float], threshold: float = LOW_SIGNAL) -> int:
+    """The longest run of consecutive steps whose reward signal was under `threshold`."""
+    longest = current = 0
+    for s in signals:
+        current = current + 1 if s < threshold else 0
+        longest = max(longest, current)
+    return longest
+
+
+def low_signal_warning(signals: list[float], k: int, threshold: float = LOW_SIGNAL,
+                       patience: int = PATIENCE) -> str | None:
+    """A plain warning when the reward signal stayed low for `patience` steps in a row; None otherwise."""
+    if not signals or low_signal_steps(signals, threshold) < min(patience, len(signals)):
+        return None
+    n_low = sum(s < threshold for s in signals)
+    return (f"Little reward signal: in {n_low} of {len(signals)} steps fewer than {threshold:.0%} of the groups "
+            f"of k={k} replies to one input had different rewards (mean {sum(signals) / len(signals):.0%}). "
+            "Where every reply of an input scores the same, RLOO's leave-one-out advantage is zero and DPO has "
+            "no pair, so the adapter learns (almost) nothing from the reward. Go around through another vertex: "
+            "warm-start from a context-distillation adapter of a prompt that earns the reward (init=RUN_ID), "
+            "or use best-of-N with this reward (it needs no signal to train); a larger k or temperature helps "
+            "a little.")
+
+
 # ---------- training ----------
-def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> None:
-    """On-policy: every step samples k replies per input from the current policy, then takes one update."""
+def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> list[float]:
+    """On-policy: every step samples k replies per input from the current policy, then takes one update.
+    Returns each step's reward signal."""
     host = ctx.host
     train_x = ctx.scenario.train_inputs[:config.n_train or None]
     batches = shuffled_batches(len(train_x), config.batch_size, random.Random(config.seed))
+    signals: list[float] = []
 
     def step(i):
         xs = [train_x[j] for j in next(batches)]
         host.model.eval()   # sampling (and mixed-adapter batches) refuse training mode
         batch = sample_and_score(host, policy, xs, reward, config.k, config.max_new_tokens, config.temperature,
                                  seed=config.seed * 100003 + i + 17)
+        signals.append(reward_signal(batch.rewards, config.k))
         loss, points = loss_fn(config, host, policy, batch)
-        return loss, points | {"train_reward": batch.mean_reward}
+        return loss, points | {"train_reward": batch.mean_reward, "signal": signals[-1]}
+
+    def note() -> str:
+        low = low_signal_steps(signals) >= PATIENCE
+        return " · little reward signal: every reply of most inputs scores the same (see the warning)" if low else ""
     training.train(host.trainable_parameters(policy.adapter), config.steps, config.lr, step, ctx.on_progress,
                    (0.1, 0.9), host.model, config.eval_every,
-                   lambda: _live_eval(config, ctx, policy, reward))
+                   lambda: _live_eval(config, ctx, policy, reward), note=note)
+    return signals
 
 
 def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool) -> torch.Tensor:
