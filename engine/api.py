@@ -26,7 +26,8 @@ from engine.settings import Settings, load_settings
 def _make_host(settings: Settings):
     from engine.model_host import ModelHost
     return ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads, device=settings.device,
-                     precision=settings.precision, precision_cache=settings.data_dir / "precision.json")
+                     precision=settings.precision, precision_cache=settings.data_dir / "precision.json",
+                     max_adapters=settings.max_adapters)
 
 
 class Lab:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class Samples:
 
 class ModelHost:
     def __init__(self, model: str, cache_root: Path, threads: int | None = None, device: str = "auto",
-                 precision: str = "auto", precision_cache: Path | None = None):
+                 precision: str = "auto", precision_cache: Path | None = None, max_adapters: int = 16):
         if threads:
             torch.set_num_threads(threads)
         self.model_name = canonical_model(model)   # what runs record; "embedded" = "embedded:smollm2-135m"
@@ -55,7 +56,9 @@ class ModelHost:
         self.eos_id = self.chat.end_id            # closes every teacher-forced reply
         self.end_ids = torch.tensor(sorted(self.chat.end_ids))   # any of these ends a sampled reply
         self.pad_id = self.eos_id
-        self.adapters: dict[str, dict] = {}  # name -> {"path": ..., "config": ...}
+        self.adapters: dict[str, dict] = {}  # name -> {"path": saved dir or None, "used": last use (monotonic)}
+        self.max_adapters = max_adapters      # saved, frozen adapters kept loaded (LRU past it)
+        self.evicted: dict[str, str] = {}     # name -> saved dir, of adapters unloaded to stay under the limit
         self.lock = threading.RLock()
         self.soft_prompts: dict[str, dict] = {}  # name -> {"embeds": (n, d), "first_id": int, "path": ...}
         self._soft_local = threading.local()     # virtual ids of the embedding call in flight (per thread)
@@ -146,11 +149,11 @@ class ModelHost:
                     self.model = get_peft_model(self.model, lora_config, adapter_name=name)
                 else:
                     self.model.add_adapter(name, lora_config)
-            self.adapters[name] = {"path": None}
+            self.adapters[name] = {"path": None, "used": time.monotonic()}
             for p in self.trainable_parameters(name):  # trainable whichever adapter peft left active
                 p.requires_grad_(True)
 
-    def load_adapter(self, name: str, path: str | Path, trainable: bool = False) -> None:
+    def load_adapter(self, name: str, path: str | Path, trainable: bool = False, keep: tuple = ()) -> None:
         """Load a saved adapter (safetensors) under `name`, frozen (or trainable: a warm start)."""
         from peft import PeftModel
         with self.lock:
@@ -162,9 +165,11 @@ class ModelHost:
                                                            is_trainable=trainable)
                 else:
                     self.model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
-            self.adapters[name] = {"path": str(path)}
+            self.adapters[name] = {"path": str(path), "used": time.monotonic()}
+            self.evicted.pop(name, None)
             for p in self.trainable_parameters(name):
                 p.requires_grad_(trainable)
+            self._evict_beyond_limit(keep={name, *keep})
 
     def save_adapter(self, name: str, path: str | Path) -> Path:
         path = Path(path)
@@ -173,7 +178,34 @@ class ModelHost:
             out = path / name if (path / name / "adapter_model.safetensors").exists() else path
             self._name_hub_model(out / "adapter_config.json")
             self.adapters[name]["path"] = str(out)
+            for p in self.trainable_parameters(name):   # saved = done training: later runs read it frozen
+                p.requires_grad_(False)
             return out
+
+    def ensure_loaded(self, names) -> None:
+        """Make these adapters loaded at once (a batch that mixes adapters per row), reloading evicted ones."""
+        names = [n for n in dict.fromkeys(names) if n]
+        with self.lock:
+            for name in names:
+                if name in self.evicted:
+                    self.load_adapter(name, self.evicted[name], keep=tuple(names))
+                if name in self.adapters:
+                    self.adapters[name]["used"] = time.monotonic()
+
+    def _evict_beyond_limit(self, keep: set[str]) -> None:
+        """Unload the least recently used saved, frozen adapters past `max_adapters` (never one in `keep`, one
+        in training, or one never saved); `use` and `ensure_loaded` load an evicted one again from its files."""
+        def evictable(name: str) -> bool:
+            return (name not in keep and self.adapters[name]["path"] is not None
+                    and not any(p.requires_grad for p in self.trainable_parameters(name)))
+        saved = [n for n, a in self.adapters.items() if a["path"] is not None]
+        for name in sorted(filter(evictable, saved), key=lambda n: self.adapters[n].get("used", 0.0)):
+            if len(saved) <= self.max_adapters:
+                break
+            path = self.adapters[name]["path"]
+            self.delete_adapter(name)
+            self.evicted[name] = path
+            saved.remove(name)
 
     def _name_hub_model(self, config_file: Path) -> None:
         """An exported adapter names its base by the hub id (not this machine's cache path), so
@@ -196,6 +228,7 @@ class ModelHost:
                             self.peft.set_adapter(other)
                         self.peft.delete_adapter(name)
             self.adapters.pop(name, None)
+            self.evicted.pop(name, None)
 
     def trainable_parameters(self, name: str) -> list[torch.nn.Parameter]:
         return [p for n, p in self.model.named_parameters() if f".{name}." in n and "lora_" in n]
@@ -209,6 +242,7 @@ class ModelHost:
                 with self._trainable_kept(), ctx:   # re-enabling adapters on exit calls set_adapter too
                     yield self.model
                 return
+            self.ensure_loaded([policy.adapter])       # an evicted adapter is loaded again from its files
             if policy.adapter not in self.adapters:
                 raise KeyError(f"adapter {policy.adapter!r} is not loaded")
             with self._trainable_kept():

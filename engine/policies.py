@@ -76,7 +76,8 @@ def with_soft_prompt(name: str, label: str = "") -> Policy:
 # ---------- policies as JSON (stored in reward specs and artifacts) ----------
 def policy_spec(policy: Policy, host) -> dict:
     """A policy as JSON: its prompt and the saved path of its adapter (loaded adapters only)."""
-    path = host.adapters[policy.adapter]["path"] if policy.adapter else None
+    path = (host.adapters.get(policy.adapter, {}).get("path") or host.evicted.get(policy.adapter)
+            if policy.adapter else None)
     if policy.adapter and not path:
         raise LabInputError(f"adapter {policy.adapter!r} has not been saved; it cannot be referenced")
     spec = {"system": policy.system, "adapter_path": path, "label": policy.label}
@@ -94,7 +95,8 @@ def policy_from_spec(spec: dict, host) -> Policy:
     path = spec.get("adapter_path")
     name = None
     if path:
-        name = next((n for n, a in host.adapters.items() if a.get("path") == str(path)), None)
+        loaded = {n: a.get("path") for n, a in host.adapters.items()} | host.evicted   # evicted: reloaded on use
+        name = next((n for n, p in loaded.items() if p == str(path)), None)
         if name is None:
             if not (Path(path) / "adapter_model.safetensors").is_file():
                 raise LabInputError(f"adapter files are missing at {path}; was the run deleted?")

@@ -9,6 +9,8 @@ LAB_THREADS   torch intra-op threads (default: all cores).
 LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
 LAB_PRECISION auto (bf16 on CUDA; on a CPU only where a start-up micro-benchmark finds it faster than
               fp32), fp32 or bf16. The verdict is cached per machine in LAB_DATA_DIR/precision.json.
+LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently
+              used one is unloaded, and loaded again from its files when a policy needs it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Settings:
     threads: int
     device: str = "auto"
     precision: str = "auto"
+    max_adapters: int = 16
 
     @property
     def model_cache_dir(self) -> Path:
@@ -48,4 +51,15 @@ def load_settings() -> Settings:
         threads=int(os.environ.get("LAB_THREADS", os.cpu_count() or 1)),
         device=os.environ.get("LAB_DEVICE", "auto").strip().lower() or "auto",
         precision=os.environ.get("LAB_PRECISION", "auto").strip().lower() or "auto",
+        max_adapters=_positive_int("LAB_MAX_ADAPTERS", 16),
     )
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        from engine.errors import LabInputError
+        raise LabInputError(f"{name}: {raw!r} is not a whole number ≥ 1")
+    return int(raw)

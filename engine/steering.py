@@ -133,6 +133,7 @@ def _batched_step_fn(host, steer: Steer, xs: list[str]):
     (G×P×L tokens) costs more than the whole decode."""
     policies = steer.distinct()
     P, G = len(policies), len(xs)
+    host.ensure_loaded(p.adapter for p in policies)                 # rows mix adapters: all of them at once
     prefills = [_prefill(host, p, xs) for p in policies]            # [(cache, attn, logits (G, V))]
     L = max(a.shape[1] for _, a, _ in prefills)
     state = {"attn": torch.cat([_left_pad_to(a, L) for _, a, _ in prefills]),

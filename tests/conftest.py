@@ -54,5 +54,27 @@ def cli(tmp_path, model_cache_dir):
     return run
 
 
+@pytest.fixture
+def engine_cli(tmp_path, model_cache_dir, host, monkeypatch):
+    """`python -m engine ARGS` run in this process, on a fresh data dir, with the session's model host: the
+    same parser, dispatch, JSON and exit codes as the subprocess `cli`, without paying a fresh interpreter,
+    torch import and model load per call (seconds each). `cli` keeps the real process for the few tests of it."""
+    import contextlib
+    import io
+
+    from engine import api, cli as engine_cli_module
+    (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("LAB_DB_URL", raising=False)
+    monkeypatch.setattr(api, "_make_host", lambda settings: host)
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = engine_cli_module.main(list(args))
+        return subprocess.CompletedProcess(["python", "-m", "engine", *args], code, out.getvalue(), err.getvalue())
+    return run
+
+
 TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12,
         "eval_every": 2, "teacher_samples": 1}

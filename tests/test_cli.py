@@ -1,4 +1,5 @@
-"""`python -m engine` as a user scripts it: JSON on stdout, exit codes 0 / 2 / 1."""
+"""`python -m engine` as a user scripts it: JSON on stdout, exit codes 0 / 2 / 1. A real process for a run
+and for a failing model load; the rest through the same `main` in this process (conftest `engine_cli`)."""
 import json
 import os
 
@@ -35,18 +36,18 @@ def test_convert_prints_the_documented_json_then_runs_and_show_find_it(cli):
     (["--scenario", "sentiment", "--set", "colour=red"], "colour: unknown setting"),
     (["--scenario", "sentiment", "--set", "steps"], "expected key=value"),
 ])
-def test_bad_input_exits_2_with_a_message_and_writes_nothing(cli, args, message):
-    p = cli("convert", "--from", "prompt", "--to", "parameter", *args, "--json")
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(engine_cli, args, message):
+    p = engine_cli("convert", "--from", "prompt", "--to", "parameter", *args, "--json")
     assert p.returncode == 2 and message in p.stderr and p.stdout == ""
-    assert json.loads(cli("runs", "--json").stdout) == []
+    assert json.loads(engine_cli("runs", "--json").stdout) == []
 
 
-def test_empty_prompt_in_a_scenario_file_is_bad_input(cli, tmp_path):
+def test_empty_prompt_in_a_scenario_file_is_bad_input(engine_cli, tmp_path):
     from engine.scenarios import load_scenario
     data = load_scenario("sentiment").to_dict() | {"prompt": ""}
     f = tmp_path / "empty.json"
     f.write_text(json.dumps(data))
-    p = cli("convert", "--from", "prompt", "--to", "parameter", "--scenario", str(f), "--json")
+    p = engine_cli("convert", "--from", "prompt", "--to", "parameter", "--scenario", str(f), "--json")
     assert p.returncode == 2 and "scenario.prompt: must not be empty" in p.stderr
 
 
@@ -59,14 +60,14 @@ def test_a_run_that_fails_exits_1_and_is_stored_as_failed(cli):
     assert json.loads(cli("runs", "--json").stdout)[0]["status"] == "failed"
 
 
-def test_unknown_run_id_is_bad_input(cli):
-    p = cli("show", "doesnotexist", "--json")
+def test_unknown_run_id_is_bad_input(engine_cli):
+    p = engine_cli("show", "doesnotexist", "--json")
     assert p.returncode == 2 and "no run with id" in p.stderr
 
 
-def test_bon_prints_reward_and_kl_bound_per_n(cli):
-    p = cli("bon", "--scenario", "sentiment", "--n", "1,2", "--set", "n_heldout=2", "--set", "max_new_tokens=8",
-            "--json")
+def test_bon_prints_reward_and_kl_bound_per_n(engine_cli):
+    p = engine_cli("bon", "--scenario", "sentiment", "--n", "1,2", "--set", "n_heldout=2", "--set",
+                   "max_new_tokens=8", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert [r["n"] for r in out["results"]] == [1, 2] and out["status"] == "succeeded"
@@ -83,7 +84,7 @@ def test_bon_prints_reward_and_kl_bound_per_n(cli):
       "--w", "20"], "w: 20.0 is out of range"),
     (["convert", "--from", "parameter", "--to", "reward", "--scenario", "sentiment"], "source_run: empty"),
 ])
-def test_reward_parameter_bad_input_exits_2(cli, args, message):
-    p = cli(*args, "--json")
+def test_reward_parameter_bad_input_exits_2(engine_cli, args, message):
+    p = engine_cli(*args, "--json")
     assert p.returncode == 2 and message in p.stderr, p.stderr
-    assert json.loads(cli("runs", "--json").stdout) == []
+    assert json.loads(engine_cli("runs", "--json").stdout) == []

@@ -71,11 +71,11 @@ def test_best_of_n_cannot_ask_for_more_than_it_samples():
         OutcomeRMConfig(n="1,16", heldout_samples=8).validate()
 
 
-def test_reward_model_run_then_best_of_n_with_its_reward(cli):
+def test_reward_model_run_then_best_of_n_with_its_reward(engine_cli):
     tiny = {"n_train": 6, "samples_per_input": 4, "n_heldout": 3, "heldout_samples": 4, "n": "1,2,4",
             "max_new_tokens": 20, "head_steps": 50}
-    p = cli("reward-model", "--scenario", "arithmetic", *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")],
-            "--json")
+    sets = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
+    p = engine_cli("reward-model", "--scenario", "arithmetic", *sets, "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert (out["status"], out["edge"], out["method"]) == ("succeeded", "reward-model", "outcome")
@@ -87,14 +87,14 @@ def test_reward_model_run_then_best_of_n_with_its_reward(cli):
     first = m["bon"][0]                                                   # N = 1: nothing to select
     assert first["reward_orm"] == pytest.approx(first["reward_oracle"]) == pytest.approx(first["reward_confidence"])
     assert out["artifact"]["kind"] == "reward" and out["artifact"]["data"]["kind"] == "outcome"
-    shown = json.loads(cli("show", out["run_id"], "--json").stdout)
+    shown = json.loads(engine_cli("show", out["run_id"], "--json").stdout)
     assert len(shown["samples"]) == 12 and all(isinstance(s["derived"], float) for s in shown["samples"])
-    b = cli("bon", "--scenario", "arithmetic", "--n", "1,2", "--reward", out["run_id"], "--policy", "prompt",
-            "--set", "n_heldout=2", "--set", "max_new_tokens=16", "--json")
+    b = engine_cli("bon", "--scenario", "arithmetic", "--n", "1,2", "--reward", out["run_id"], "--policy", "prompt",
+                   "--set", "n_heldout=2", "--set", "max_new_tokens=16", "--json")
     assert b.returncode == 0, b.stderr
     assert [r["n"] for r in json.loads(b.stdout)["results"]] == [1, 2]
-    p = cli("reward-model", "--scenario", "arithmetic", "--method", "pairwise", "--set", "context=policy",
-            *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")], "--json")
+    p = engine_cli("reward-model", "--scenario", "arithmetic", "--method", "pairwise", "--set", "context=policy",
+                   *sets, "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["method"] == "pairwise" and out["artifact"]["data"]["objective"] == "pairwise"
@@ -107,7 +107,7 @@ def test_reward_model_run_then_best_of_n_with_its_reward(cli):
     (["--set", "n=1,32"], "more than heldout_samples"),
     (["--set", "samples_per_input=0"], "samples_per_input: 0 is out of range"),
 ])
-def test_reward_model_bad_input_exits_2(cli, sets, message):
-    p = cli("reward-model", "--scenario", "arithmetic", *sets, "--json")
+def test_reward_model_bad_input_exits_2(engine_cli, sets, message):
+    p = engine_cli("reward-model", "--scenario", "arithmetic", *sets, "--json")
     assert p.returncode == 2 and message in p.stderr, p.stderr
-    assert json.loads(cli("runs", "--json").stdout) == []
+    assert json.loads(engine_cli("runs", "--json").stdout) == []

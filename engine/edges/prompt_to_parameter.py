@@ -75,7 +75,7 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
                "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
     metrics["gain_kept"] = gain_kept(metrics["reward_base"], metrics["reward_teacher"], metrics["reward_student"])
     artifact = Adapter(str(out), {"adapter_name": student.adapter, "source_prompt": sc.prompt,
-                         "source_demonstrations": len(sc.demonstrations), "method": method})
+                                  "source_demonstrations": len(sc.demonstrations), "method": method})
     samples = held_base.rows() + held_teacher.rows() + held_student.rows()
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
@@ -135,4 +135,5 @@ register(EDGE, "kl", title="Context distillation, full-distribution KL",
          config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"lr": 1e-3})
 register(EDGE, "imitation", title="Context distillation, imitation of teacher samples",
          equation="max_π E_{x~D, y~π0(y|x,z)} log π(y|x)   (Eq. 10)",
-         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"lr": 1e-4})   # at 1e-3 Eq. 10 over-fits the few samples
+         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter",
+         defaults={"lr": 1e-4})   # at 1e-3 Eq. 10 over-fits the few samples and KL gets worse

@@ -247,4 +247,5 @@ register(EDGE, "rloo", title="KL-regularized policy gradient (RLOO)",
          config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.05})
 register(EDGE, "dpo", title="Online DPO on best-vs-worst samples",
          equation="min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
-         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.1})   # lr 2e-3: Adam steps ~lr whatever the loss scale; 5e-4 gained +0.08
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter",
+         defaults={"beta": 0.1})   # lr 2e-3 too: Adam steps ~lr whatever the loss scale; 5e-4 gained only +0.08

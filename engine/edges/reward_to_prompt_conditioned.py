@@ -63,9 +63,10 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
                                                                                "n_train_samples": len(levels)}
     # the prompt vertex: the control prompt z(s) of the top level, which works through the adapter trained with
     # it (Eq. 17 optimizes both); used as a policy, the artifact is that adapter + z(top level)
-    artifact = ReadablePrompt(str(out), {"prompt_text": control_prompt(config.control_format, k, k), "adapter_name": name,
-                         "method": "conditioned", "control_format": config.control_format,
-                         "levels": k, "level_thresholds": thresholds, "reward": config.reward.strip() or "reference"})
+    artifact = ReadablePrompt(str(out), {
+        "prompt_text": control_prompt(config.control_format, k, k), "adapter_name": name, "method": "conditioned",
+        "control_format": config.control_format, "levels": k, "level_thresholds": thresholds,
+        "reward": config.reward.strip() or "reference"})
     samples = held_base.rows() + [row for s in by_level for row in s.rows()]
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 

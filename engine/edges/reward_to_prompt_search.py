@@ -80,8 +80,8 @@ def run_search(config: SearchConfig, ctx: RunContext) -> Result:
                "search_score_best": best.score, "n_candidates": len(pool), "model_calls": score.calls,
                "iterations": max(c.iteration for c in pool), "best_iteration": best.iteration}
     artifact = ReadablePrompt(None, {**best.prompt.data(), "origin": best.origin, "seed_prompt": sc.prompt,
-                         "search_score": best.score, "val_score": best.val_score,
-                         "reward": config.reward.strip() or "reference"})
+                                     "search_score": best.score, "val_score": best.val_score,
+                                     "reward": config.reward.strip() or "reference"})
     samples = held_none.rows() + held_seed.rows() + held_best.rows() + candidate_rows(pool)
     return Result(metrics=metrics, artifact=artifact, samples=samples)
 
