@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--method", default="outcome", help="outcome (Eq. 8, default) or pairwise (Eq. 4)")
     rm.add_argument("--policy", help="prompt (default), base, scenario:NAME or a run id")
     _add_sets(rm)
+    cp = sub.add_parser("compare", help="policies of one scenario side by side on the same held-out inputs and "
+                                        "seed: rewards ± s.e., the exact KL matrix, KL to π0 per reply")
+    cp.add_argument("--scenario", required=True, help="built-in name or a scenario a stored run used")
+    cp.add_argument("--policies", required=True, help="comma list: base, prompt, scenario:NAME, run ids "
+                                                      "(base is always added)")
+    cp.add_argument("--reward", default="", help="also score with a stored reward (a run id)")
+    _add_sets(cp)
     ch = sub.add_parser("chain", help="a round trip: run the edges of a path in turn, each hop feeding the next")
     ch.add_argument("--scenario", help="built-in name or scenario file (default with --source-run: its scenario)")
     ch.add_argument("--path", required=True, help="vertices, e.g. prompt,parameter,prompt")
@@ -179,6 +186,11 @@ def _dispatch(args) -> int:
                        args.json)
     if args.command == "chain":
         return _chain(Lab(), args)
+    if args.command == "compare":
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        res = Lab().compare(args.scenario, policies, args.reward, _parse_sets(args.sets))
+        return _print({k: v for k, v in res.items() if k != "samples"} | {"n_samples": len(res["samples"])},
+                      args.json)
     lab = Lab()
     if args.command == "runs":
         return _print(lab.runs(scenario=args.scenario, edge=args.edge), args.json)

@@ -88,3 +88,15 @@ def test_reward_parameter_bad_input_exits_2(engine_cli, args, message):
     p = engine_cli(*args, "--json")
     assert p.returncode == 2 and message in p.stderr, p.stderr
     assert json.loads(engine_cli("runs", "--json").stdout) == []
+
+
+def test_compare_prints_rewards_and_the_kl_matrix(engine_cli):
+    p = engine_cli("compare", "--scenario", "sentiment", "--policies", "prompt", "--set", "n_inputs=2",
+                   "--set", "n_samples=1", "--set", "max_new_tokens=6", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [q["choice"] for q in out["policies"]] == ["base", "prompt"] and out["n_samples"] == 4
+    M = out["kl"]["matrix"]
+    assert M[0][0] == M[1][1] == 0.0 and M[1][0] > 0                # exact KL, zero on the diagonal
+    bad = engine_cli("compare", "--scenario", "sentiment", "--policies", "nosuchrun", "--json")
+    assert bad.returncode == 2 and "no run with id 'nosuchrun'" in bad.stderr

@@ -83,3 +83,12 @@ def test_the_training_loop_adds_a_methods_live_note_to_the_stage():
           (0.0, 1.0), model, note=lambda: " · low" if len(stages) >= 1 else "")
     assert stages == ["training step 1/3", "training step 2/3 · low", "training step 3/3 · low"]
     assert float(w.detach().sum()) > 0 and not model.training              # it trained, and left the model in eval mode
+
+
+def test_a_saturated_reward_is_told_apart_from_a_reward_no_reply_earns():
+    signals = [0.9, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0]                 # the pirate warm start: "ye ye ye …" × 40
+    climbing = [1.2, 3.8, 12.8, 39.9, 40.0, 40.0, 40.0]
+    text = low_signal_warning(signals, k=4, train_rewards=climbing)
+    assert text.startswith("The reward saturated: from step 5 on") and "top train reward (40" in text
+    flat = low_signal_warning([0.0, 0.0, 0.1, 0.0], k=4, train_rewards=[0.0, 0.0, 0.01, 0.0])
+    assert flat.startswith("Little reward signal")

@@ -73,7 +73,7 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     progress(0.08, "held-out: base", step=0, points=_live_eval(config, ctx, BASE, reward))
     start_adapter(config, ctx, policy.adapter)
     try:
-        signals = _train(loss or LOSS[method], config, ctx, policy, reward)
+        signals, train_rewards = _train(loss or LOSS[method], config, ctx, policy, reward)
         held_after = held_out(ctx, config, policy, reward, span=(0.9, 0.96))
         progress(0.96, "held-out: KL to π0")
         kl, kl_seq = kl_to_base(host, policy, held_after)
@@ -85,7 +85,7 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
                "kl_to_base_seq": kl_seq}
     metrics |= _reference_metrics(config, sc, held_base, held_after)
     metrics["reward_signal"] = sum(signals) / len(signals)
-    warning = low_signal_warning(signals, config.k)
+    warning = low_signal_warning(signals, config.k, train_rewards=train_rewards)
     if warning:
         metrics["warnings"] = [warning]
     artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method,
@@ -139,11 +139,23 @@ def low_signal_steps(signals: list[float], threshold: float = LOW_SIGNAL) -> int
 
 
 def low_signal_warning(signals: list[float], k: int, threshold: float = LOW_SIGNAL,
-                       patience: int = PATIENCE) -> str | None:
-    """A plain warning when the reward signal stayed low for `patience` steps in a row; None otherwise."""
+                       patience: int = PATIENCE, train_rewards: list[float] | None = None) -> str | None:
+    """A plain warning when the reward signal stayed low for `patience` steps in a row; None otherwise.
+
+    Ties have two causes, told apart by the train reward (one mean per step): a reward no reply earns (the
+    signal is low from the start) or a reward the policy has saturated (the low steps come once the train reward
+    has climbed to its top: every reply scores the same maximum, often by exploiting the reward)."""
     if not signals or low_signal_steps(signals, threshold) < min(patience, len(signals)):
         return None
     n_low = sum(s < threshold for s in signals)
+    if train_rewards and _saturated(signals, train_rewards, threshold):
+        top = max(train_rewards)
+        return (f"The reward saturated: from step {_first_low_run(signals, threshold) + 1} on, every reply of "
+                f"most inputs scored the same, the top train reward ({top:.4g}, up from {train_rewards[0]:.4g}), "
+                f"so the last steps had nothing left to learn from it ({n_low} of {len(signals)} steps under "
+                f"{threshold:.0%} of groups with different rewards). A reward that can be maxed out is often "
+                "being exploited: read the generations and the KL to π0, and consider a larger β or a bounded "
+                "reward.")
     return (f"Little reward signal: in {n_low} of {len(signals)} steps fewer than {threshold:.0%} of the groups "
             f"of k={k} replies to one input had different rewards (mean {sum(signals) / len(signals):.0%}). "
             "Where every reply of an input scores the same, RLOO's leave-one-out advantage is zero and DPO has "
@@ -153,14 +165,31 @@ def low_signal_warning(signals: list[float], k: int, threshold: float = LOW_SIGN
             "a little.")
 
 
+def _first_low_run(signals: list[float], threshold: float, patience: int = PATIENCE) -> int:
+    """The step index where the first run of `patience` low-signal steps starts."""
+    for i in range(len(signals)):
+        if all(s < threshold for s in signals[i:i + patience]):
+            return i
+    return 0
+
+
+def _saturated(signals: list[float], train_rewards: list[float], threshold: float) -> bool:
+    """The low-signal steps came after the train reward had risen to (near) its top, not from the start."""
+    start = _first_low_run(signals, threshold)
+    top, first = max(train_rewards), train_rewards[0]
+    return start > 0 and top > first and min(train_rewards[start:]) >= first + 0.9 * (top - first)
+
+
 # ---------- training ----------
-def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy, reward) -> list[float]:
+def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
+           reward) -> tuple[list[float], list[float]]:
     """On-policy: every step samples k replies per input from the current policy, then takes one update.
-    Returns each step's reward signal."""
+    Returns each step's reward signal and mean train reward."""
     host = ctx.host
     train_x = ctx.scenario.train_inputs[:config.n_train or None]
     batches = shuffled_batches(len(train_x), config.batch_size, random.Random(config.seed))
     signals: list[float] = []
+    train_rewards: list[float] = []
 
     def step(i):
         xs = [train_x[j] for j in next(batches)]
@@ -168,16 +197,17 @@ def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
         batch = sample_and_score(host, policy, xs, reward, config.k, config.max_new_tokens, config.temperature,
                                  seed=config.seed * 100003 + i + 17)
         signals.append(reward_signal(batch.rewards, config.k))
+        train_rewards.append(batch.mean_reward)
         loss, points = loss_fn(config, host, policy, batch)
         return loss, points | {"train_reward": batch.mean_reward, "signal": signals[-1]}
 
     def note() -> str:
         low = low_signal_steps(signals) >= PATIENCE
-        return " · little reward signal: every reply of most inputs scores the same (see the warning)" if low else ""
+        return " · little reward signal: every reply of most inputs scores the same" if low else ""
     training.train(host.trainable_parameters(policy.adapter), config.steps, config.lr, step, ctx.on_progress,
                    (0.1, 0.9), host.model, config.eval_every,
                    lambda: _live_eval(config, ctx, policy, reward), note=note)
-    return signals
+    return signals, train_rewards
 
 
 def sequence_logps(host, policy: Policy, xs: list[str], ys: list[list[int]], grad: bool) -> torch.Tensor:
