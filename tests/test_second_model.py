@@ -63,8 +63,9 @@ def test_every_edge_best_of_n_and_a_reward_model_run_on_gemma(glab):
     _ok(glab, run("parameter", "prompt", "soft", "sentiment",
                   {**SMALL, "source_run": cd, "steps": 1, "batch_size": 4, "n_tokens": 4, "eval_every": 0}),
         "kl_before", "kl_after")
-    for method in ("contrastive", "judge"):
-        _ok(glab, run("prompt", "reward", method, "sentiment", SMALL), "derived_base", "derived_positive")
+    for method in ("contrastive", "judge"):   # these read no train inputs: their forms have no n_train
+        _ok(glab, run("prompt", "reward", method, "sentiment", {k: v for k, v in SMALL.items() if k != "n_train"}),
+            "derived_base", "derived_positive")
     _ok(glab, run("reward", "prompt", "search", "concise",
                   {"budget": 30, "search_inputs": 3, "search_samples": 1, "rewrites": 1, "edits": 1,
                    "demonstrations": 1, "finalists": 0, "n_heldout": 2, "eval_samples": 1, "max_new_tokens": 8}),
