@@ -177,7 +177,7 @@ class JobRunner:
             self.store.add_samples(run_id, result.samples)
             a = result.artifact
             if a is not None:
-                self.store.add_artifact(run_id, a.kind, a.vertex, a.path, a.data)
+                self.store.add_artifact(run_id, **a.row())
             self.store.mark_finished(run_id, "succeeded", metrics=result.metrics)
         except RunCancelled:
             self._discard(run_id, out_dir)
