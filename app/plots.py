@@ -17,7 +17,7 @@ CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"),
 CURVES_BY_EDGE = {
     "reward->parameter": (("loss", "training loss"), ("kl_to_base", "held-out KL(π ‖ π0) (nats/token)"),
                           ("reward", "held-out reward"),
-                          ("signal", "reward signal: share of inputs whose replies score differently")),
+                          ("signal", "reward signal (inputs whose replies differ)")),
     "best-of-n": (("reward", "held-out reward vs N"), ("kl_bound", "KL bound vs N (nats per reply)")),
     "parameter->prompt": (("loss", "soft: training loss"), ("kl_heldout", "soft: held-out KL(π* ‖ π0(·|x,z))"),
                           ("kl_train_best", "discrete: best KL to π* so far, per prompt scored")),
