@@ -70,6 +70,8 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from engine.api import get_lab
     lab = get_lab()
+    if lab.settings.worker:     # the page's process runs queued runs too (LAB_WORKER=0: other workers do)
+        lab.jobs.start_worker()
     demo = build_app(lab)
     demo.queue(default_concurrency_limit=8).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -91,6 +91,7 @@ def build(lab, selected_run: gr.State) -> None:
     with gr.Row():
         progress = gr.HTML(views.progress_html(None), elem_id="run-progress")
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
+        again_btn = gr.Button("Run again", scale=0, visible=False, elem_id="run-again")
     curves = gr.Plot(plots.training_curves([]), label="Live curves")
     with gr.Row():
         reward_plot = gr.Plot(label="Result")
@@ -157,18 +158,22 @@ def build(lab, selected_run: gr.State) -> None:
         run = lab.run(run_id) if run_id else None
         if run is None:
             return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None,
-                    gr.update(visible=False), "", gr.update(visible=False), gr.skip(), gr.skip())
+                    gr.update(visible=False), "", gr.update(visible=False), gr.skip(), gr.skip(),
+                    gr.update(visible=False))
         points = lab.points(run_id)
-        sig = (run_id, run["status"], run["progress"], run["stage"], len(points))
+        queue = lab.queue() if run["status"] == "queued" else []
+        position = queue.index(run_id) + 1 if run_id in queue else None
+        sig = (run_id, run["status"], run["progress"], run["stage"], len(points), position)
         if sig == last_sig:
-            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 5
+            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 6
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
         figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
-        return (views.progress_html(run), plots.training_curves(points, run["edge"]), *figs,
+        again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
+        return (views.progress_html(run, position), plots.training_curves(points, run["edge"]), *figs,
                 views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig,
-                *_edge_extras(lab, run, samples if done else [], int(n_inputs)))
+                *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again))
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -187,10 +192,18 @@ def build(lab, selected_run: gr.State) -> None:
     method.change(on_method, [edge, method], equation)
     cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
                      selected_run, status)
+
+    def run_again(run_id):
+        try:
+            new_id = lab.rerun(run_id)
+        except LabInputError as e:
+            return gr.skip(), f"<span style='color:#d62728'>**Cannot run again:** {e}</span>"
+        return new_id, f"Queued run `{new_id}` with the settings of `{run_id}`."
+    again_btn.click(run_again, selected_run, [selected_run, status], api_name="run_again")
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
-               w_slider, steer_table]
+               w_slider, steer_table, again_btn]
     w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table)
     n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table)
     timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden")

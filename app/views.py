@@ -34,8 +34,8 @@ def _cell(row) -> str:
     return f"{row['output']}  [r={row['reward']:.2f}{extra}]"
 
 
-def progress_html(run: dict | None) -> str:
-    """A progress bar with the run's stage; colour by status."""
+def progress_html(run: dict | None, position: int | None = None) -> str:
+    """A progress bar with the run's stage (a queued run: its place in the queue); colour by status."""
     if not run:
         return "<div class='lab-progress'><em>No run selected.</em></div>"
     pct = int(round(100 * (run.get("progress") or 0)))
@@ -43,6 +43,11 @@ def progress_html(run: dict | None) -> str:
     color = colors.get(run["status"], "#1f77b4")
     stage = html.escape(run.get("stage") or "")
     label = f"{run['status']} · {pct}% · {stage}"
+    if run["status"] == "queued" and position:
+        label = ("queued · next in line" if position == 1 else
+                 f"queued · number {position} in line ({position - 1} runs ahead)")
+    elif run["status"] == "interrupted":
+        label = f"interrupted at {pct}% · the lab stopped during this run: Run again starts it anew"
     return (f"<div class='lab-progress' data-status='{run['status']}'>"
             f"<div style='font-size:0.9em;margin-bottom:4px'>run <code>{run['run_id']}</code> · "
             f"{html.escape(run['edge'])} · {html.escape(run['method'])} · {html.escape(run['scenario'])}</div>"

@@ -119,13 +119,29 @@ class Lab:
         return config_fields(get_method(get_task(task), method))
 
     def submit(self, request: RunRequest) -> str:
+        """Queue a run; this process's worker takes it (unless LAB_WORKER=0: then another process's)."""
         return self.jobs.submit(request)
+
+    def enqueue(self, request: RunRequest) -> str:
+        """Queue a run for any worker, starting none here (`python -m engine submit`)."""
+        return self.jobs.submit(request, start_worker=False)
 
     def run_now(self, request: RunRequest) -> str:
         return self.jobs.run_now(request)
 
     def cancel(self, run_id: str) -> bool:
         return self.jobs.cancel(run_id)
+
+    def rerun(self, run_id: str) -> str:
+        """Queue a new run with the settings of `run_id` (e.g. one interrupted by a restart)."""
+        return self.jobs.rerun(run_id)
+
+    def enqueue_rerun(self, run_id: str) -> str:
+        return self.jobs.rerun(run_id, start_worker=False)
+
+    def queue(self) -> list[str]:
+        """Queued run ids, in the order workers will take them."""
+        return self.store.queued()
 
     def run(self, run_id: str) -> dict | None:
         return self.store.get_run(run_id)
@@ -153,7 +169,7 @@ class Lab:
         runs = self.runs(scenario=name, limit=1)
         if not runs:
             raise LabInputError(f"scenario: {name!r} is neither built in nor used by a stored run")
-        return parse_scenario(runs[0]["config"]["scenario_data"])
+        return parse_scenario(self.store.get_run(runs[0]["run_id"])["config"]["scenario_data"])
 
     def compare_choices(self, scenario: str) -> list[dict]:
         """The policies a compare of `scenario` can tick: base, its prompt, and every stored policy run made on

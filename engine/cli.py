@@ -5,6 +5,9 @@
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
   reward-model --scenario arithmetic [--method outcome|pairwise] [--policy prompt] [--set key=value ...] --json
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
+  submit --from prompt --to parameter --scenario sentiment [...]   the arguments of convert: queue the run
+  worker [--until-idle]  run queued runs (the page's, submit's) one at a time until stopped
+  rerun RUN_ID           queue a new run with that run's settings (e.g. one a restart interrupted)
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
   export RUN_ID [RUN_ID ...] --format json|csv|samples-csv [--out PATH]
@@ -64,15 +67,24 @@ def convert_overrides(args) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m engine", description="Triangle Lab engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    c = sub.add_parser("convert", help="run one edge of the triangle")
-    c.add_argument("--from", dest="source", required=True, help="prompt | parameter | reward")
-    c.add_argument("--to", dest="target", required=True, help="prompt | parameter | reward")
-    c.add_argument("--scenario", help="built-in name or path to a scenario JSON file (default with "
-                                      "--source-run: that run's scenario)")
-    c.add_argument("--method", help="the edge's method (default: its first)")
-    for flag, field in SHORTCUTS.items():
-        c.add_argument(flag, dest=field, help=f"the config field {field} (same as --set {field}=...)")
-    _add_sets(c)
+    for name, about in (("convert", "run one edge of the triangle"),
+                        ("submit", "queue one edge's run for a worker (the page, or `worker`); prints its id")):
+        c = sub.add_parser(name, help=about)
+        c.add_argument("--from", dest="source", required=True, help="prompt | parameter | reward")
+        c.add_argument("--to", dest="target", required=True, help="prompt | parameter | reward")
+        c.add_argument("--scenario", help="built-in name or path to a scenario JSON file (default with "
+                                          "--source-run: that run's scenario)")
+        c.add_argument("--method", help="the edge's method (default: its first)")
+        for flag, field in SHORTCUTS.items():
+            c.add_argument(flag, dest=field, help=f"the config field {field} (same as --set {field}=...)")
+        _add_sets(c)
+    wk = sub.add_parser("worker", help="run queued runs one at a time until stopped (SIGTERM/Ctrl-C: after the "
+                                       "current run); several workers can serve one database")
+    wk.add_argument("--until-idle", action="store_true", help="stop when no run is left in the queue")
+    wk.add_argument("--json", action="store_true")
+    rr = sub.add_parser("rerun", help="queue a new run with the settings of RUN_ID")
+    rr.add_argument("run_id")
+    rr.add_argument("--json", action="store_true")
     b = sub.add_parser("bon", help="best-of-N with a reward: reference reward vs N, with the KL bound")
     b.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
     b.add_argument("--n", help="comma list of N (default 1,2,4,8,16)")
@@ -165,12 +177,19 @@ def _dispatch(args) -> int:
         out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
                for e in Lab.edges()]
         return _print(out, args.json)
-    if args.command == "convert":
+    if args.command in ("convert", "submit"):
         lab = Lab()
         overrides = convert_overrides(args)
         scenario = args.scenario or lab.scenario_of_run(overrides.get("source_run"))
-        return _finish(lab, lab.run_now(lab.prepare(args.source, args.target, args.method, scenario, overrides)),
-                       args.json)
+        request = lab.prepare(args.source, args.target, args.method, scenario, overrides)
+        if args.command == "submit":
+            return _print({"run_id": lab.enqueue(request), "status": "queued"}, True)
+        return _finish(lab, lab.run_now(request), args.json)
+    if args.command == "worker":
+        return _worker(Lab(), args.until_idle)
+    if args.command == "rerun":
+        lab = Lab()
+        return _print({"run_id": lab.enqueue_rerun(args.run_id), "status": "queued", "rerun_of": args.run_id}, True)
     if args.command == "bon":
         lab = Lab()
         overrides = _parse_sets(args.sets) | _given(args, "n", "reward", "policy")
@@ -204,6 +223,31 @@ def _dispatch(args) -> int:
     run["points"] = lab.points(args.run_id)
     run["samples"] = lab.samples(args.run_id)
     return _print(run, args.json)
+
+
+def _worker(lab, until_idle: bool) -> int:
+    """Execute queued runs, one JSON line per finished run; the first SIGTERM or Ctrl-C stops after the
+    current run (a second one stops at once: the run is then marked interrupted by the next start-up)."""
+    import signal
+
+    from engine.jobs import OWNER
+
+    def stop(signum, _frame):
+        print(f"worker {OWNER}: stopping after the current run (again to stop now)", file=sys.stderr, flush=True)
+        lab.jobs.stop()
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(json.dumps({"worker": OWNER, "database": lab.store.engine.url.render_as_string(),
+                      "queued": len(lab.queue())}), flush=True)
+
+    def finished(run: dict) -> None:
+        print(json.dumps({k: run[k] for k in ("run_id", "status", "edge", "method", "scenario", "duration_s")}),
+              flush=True)
+    n = lab.jobs.work(until_idle=until_idle, on_finished=finished)
+    print(json.dumps({"worker": OWNER, "runs": n}), flush=True)
+    return 0
 
 
 def _chain(lab, args) -> int:

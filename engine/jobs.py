@@ -1,18 +1,21 @@
-"""The job runner: runs execute in a background thread, one at a time by default, queued beyond that.
+"""The job runner: the queue lives in the database, so it outlives the process and serves many.
 
-Progress, curves, samples and artifacts go to storage as they happen, so the page can be reloaded or
-closed while a run goes on. A run left `running` by a dead process is marked `interrupted` at start-up.
+A submitted run is a `queued` row. Workers — the page's process (unless LAB_WORKER=0) and any number of
+`python -m engine worker` processes, on one machine or several — claim the oldest queued run atomically
+(`Store.claim_next`) and execute it, one at a time per process. Progress, curves, samples and artifacts go
+to storage as they happen, so the page can be reloaded or closed while a run goes on. A run whose runner died
+(its pid is gone, or its heartbeat is stale) is marked `interrupted`; the queued runs behind it start in order.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import shutil
 import socket
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from engine.errors import LabInputError, RunCancelled
 from engine.methods import check_artifact
@@ -30,18 +33,33 @@ from engine.run_types import RunContext
 from engine.scenarios import Scenario, load_scenario, parse_scenario
 from engine.settings import Settings
 
-OWNER = f"{os.getpid()}@{socket.gethostname()}"
+def _process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (clock ticks since boot), "" where /proc cannot tell: with the pid it
+    names one process, so a new process that reuses a dead one's pid (a restarted container) is not it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
-def owner_alive(owner: str) -> bool:
-    pid, _, host = owner.partition("@")
-    if host != socket.gethostname() or not pid.isdigit():
+OWNER = f"{os.getpid()}.{_process_start(os.getpid())}@{socket.gethostname()}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process `owner` ("pid.start@host", or an older "pid@host") still runs; None when it is on
+    another machine (then only its heartbeat can tell)."""
+    proc, _, host = owner.partition("@")
+    if host != socket.gethostname():
+        return None
+    pid, _, start = proc.partition(".")
+    if not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
-        return True
     except OSError:
         return False
+    return not start or _process_start(int(pid)) in ("", start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,17 +99,24 @@ def prepare_task(edge: EdgeSpec, method: str | None, scenario: str | dict | Scen
 
 
 class JobRunner:
+    HEARTBEAT_S = 10.0     # how often a worker tells the database its runs are alive
+    POLL_S = 1.0           # how often an idle worker looks for runs queued by another process
+
     def __init__(self, settings: Settings, store, host_factory):
         self.settings, self.store, self._host_factory = settings, store, host_factory
         self._host = None
-        self._queue: queue.Queue[str] = queue.Queue()
         self._cancel: dict[str, threading.Event] = {}
+        self._running: set[str] = set()          # runs this process executes now (their heartbeat is ours)
         self._worker: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._beat: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()             # the model host's creation
+        self._threads = threading.Lock()          # starting the worker and heartbeat threads
         # one run on the model at a time: the queue's worker, a CLI run and a chain's hops all hold it (a chain
         # for all its hops, so a run submitted meanwhile stays queued until the chain ends); reentrant for that
         self.exclusive = threading.RLock()
-        store.mark_interrupted(is_alive=owner_alive)
+        self.recover()
 
     @property
     def host(self):
@@ -100,66 +125,129 @@ class JobRunner:
                 self._host = self._host_factory()
             return self._host
 
-    # ---------- background ----------
-    def _create(self, request: RunRequest) -> str:
+    def recover(self) -> list[str]:
+        """Mark runs whose runner died `interrupted` (queued runs stay queued)."""
+        return self.store.recover(is_alive=owner_alive, stale_after_s=self.settings.stale_after_s)
+
+    # ---------- the queue ----------
+    def submit(self, request: RunRequest, start_worker: bool = True) -> str:
+        """Queue a run in the database; this process's worker (LAB_WORKER, default on) is started or woken
+        for it. `start_worker=False` only queues it (`engine submit`: a process that exits at once)."""
         run_id = self.store.create_run(request.edge.name, request.method.name, request.scenario.name,
-                                       request.stored_config(), status="queued", owner=OWNER)
-        self._cancel[run_id] = threading.Event()
+                                       request.stored_config(), status="queued")
+        self._notify(start_worker)
         return run_id
 
-    def submit(self, request: RunRequest) -> str:
-        run_id = self._create(request)
-        self._queue.put(run_id)
-        self._ensure_worker()
-        return run_id
+    def _notify(self, start_worker: bool) -> None:
+        if start_worker and self.settings.worker:
+            self.start_worker()
+        self._wake.set()
+
+    def rerun(self, run_id: str, start_worker: bool = True) -> str:
+        """Queue a new run with the same edge, method, scenario and settings as `run_id`."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise LabInputError(f"no run with id {run_id!r}")
+        if run["edge"] == "chain" or run.get("parent_id"):
+            raise LabInputError(f"run {run_id} is part of a round trip: start the round trip again in its tab")
+        config = {k: v for k, v in run["config"].items() if k not in ("runtime", "scenario_hash")}
+        if run["status"] in ("queued", "running"):
+            raise LabInputError(f"run {run_id} is {run['status']}: it has not finished, nothing to run again")
+        new_id = self.store.create_run(run["edge"], run["method"], run["scenario"], config | {"rerun_of": run_id},
+                                       status="queued")
+        self._notify(start_worker)
+        return new_id
 
     def cancel(self, run_id: str) -> bool:
-        run = self.store.get_run(run_id)
-        if run is None or run["status"] not in ("queued", "running"):
-            return False
-        if run_id in self._cancel:
+        """Cancel a queued run now, or ask the process running it (any process) to stop it."""
+        done = self.store.request_cancel(run_id)
+        if done and run_id in self._cancel:
             self._cancel[run_id].set()
-        if run["status"] == "queued":
-            self.store.mark_finished(run_id, "cancelled", error="cancelled before it started")
-        return True
+        return done is not None
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="lab-jobs", daemon=True)
-            self._worker.start()
+    def start_worker(self) -> None:
+        with self._threads:
+            if self._worker is None or not self._worker.is_alive():
+                self._stop.clear()
+                self._worker = threading.Thread(target=self.work, name="lab-jobs", daemon=True)
+                self._worker.start()
 
-    def _work(self) -> None:
-        while True:
-            run_id = self._queue.get()
-            run = self.store.get_run(run_id)
-            if run and run["status"] == "queued":
-                self.execute(run_id)
-            self._cancel.pop(run_id, None)
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def work(self, until_idle: bool = False, on_finished=None) -> int:
+        """Claim and execute queued runs until `stop()` (or, with `until_idle`, until none is left); returns
+        how many it executed. `on_finished(run)` is told of each."""
+        done, last_recover = 0, time.monotonic()
+        while not self._stop.is_set():
+            with self.exclusive:   # claim only when the model is free: a claimed run starts at once
+                run_id = self.store.claim_next(OWNER)
+                if run_id:
+                    self._execute_claimed(run_id)
+            if run_id:
+                done += 1
+                if on_finished:
+                    on_finished(self.store.get_run(run_id))
+                continue
+            if until_idle:
+                break
+            if time.monotonic() - last_recover > self.settings.stale_after_s / 2:
+                self.recover()      # a worker elsewhere may have died with a run
+                last_recover = time.monotonic()
+            self._wake.wait(self.POLL_S)
+            self._wake.clear()
+        return done
 
     def wait_idle(self, timeout: float = 600) -> None:
         t0 = time.time()
-        # a run the worker has taken off the queue can still be waiting for its turn (status queued)
-        while (not self._queue.empty() or self.store.runs_with_status("running", "queued")) \
-                and time.time() - t0 < timeout:
+        while (self.store.queued() or self.store.runs_with_status("running")) and time.time() - t0 < timeout:
             time.sleep(0.2)
 
     # ---------- one run, in this thread ----------
     def run_now(self, request: RunRequest) -> str:
-        """Create and execute a run synchronously (the CLI); returns its id."""
-        run_id = self._create(request)
-        self.execute(run_id)
+        """Create and execute a run synchronously (the CLI); returns its id. It is `running` from the start,
+        so no queue worker can take it."""
+        with self.exclusive:
+            run_id = self.store.create_run(request.edge.name, request.method.name, request.scenario.name,
+                                           request.stored_config(), status="running", owner=OWNER)
+            self._execute_claimed(run_id)
         return run_id
 
     def execute(self, run_id: str) -> None:
+        """Execute a run created outside the queue (a round trip's hop)."""
         with self.exclusive:
+            self.store.mark_started(run_id, owner=OWNER)
+            self._execute_claimed(run_id)
+
+    def _execute_claimed(self, run_id: str) -> None:
+        self._running.add(run_id)
+        self._ensure_heartbeat()
+        try:
             self._execute(run_id)
+        finally:
+            self._running.discard(run_id)
+            self._cancel.pop(run_id, None)
+
+    def _ensure_heartbeat(self) -> None:
+        with self._threads:
+            if self._beat is None or not self._beat.is_alive():
+                self._beat = threading.Thread(target=self._heartbeat, name="lab-heartbeat", daemon=True)
+                self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while True:
+            time.sleep(self.HEARTBEAT_S)
+            try:
+                self.store.heartbeat(list(self._running))
+            except Exception:   # a database hiccup: the next beat tries again
+                pass
 
     def _execute(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         cfg = run["config"]
         out_dir = self.settings.artifacts_dir / run_id
         cancel = self._cancel.setdefault(run_id, threading.Event())
-        self.store.mark_started(run_id, owner=OWNER)
         try:
             edge = get_task(run["edge"])
             spec = get_method(edge, run["method"])
@@ -203,7 +291,9 @@ class JobRunner:
             if points:
                 self.store.add_points(run_id, step or 0, points)
             now = time.monotonic()
-            if points or now - last[0] > 0.5:  # throttle plain progress writes
+            if points or now - last[0] > 0.5:  # throttle plain progress writes; each also reads the cancel flag
                 last[0] = now
-                self.store.update_run(run_id, progress=round(float(fraction), 4), stage=stage)
+                if self.store.report_progress(run_id, round(float(fraction), 4), stage):
+                    cancel.set()
+                    raise RunCancelled()
         return on_progress

@@ -9,6 +9,10 @@ LAB_THREADS   torch intra-op threads (default: all cores).
 LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
 LAB_PRECISION auto (bf16 on CUDA; on a CPU only where a start-up micro-benchmark finds it faster than
               fp32), fp32 or bf16. The verdict is cached per machine in LAB_DATA_DIR/precision.json.
+LAB_WORKER    1 (default): the page's process also runs queued runs; 0: it only queues them, for
+              `python -m engine worker` processes (on this machine or others) sharing its database.
+LAB_STALE_AFTER_S  a running run whose worker has not written a heartbeat for this long (default 90 s) is
+              taken for dead and marked interrupted (a worker on this machine is checked by its pid at once).
 LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently
               used one is unloaded, and loaded again from its files when a policy needs it.
 """
@@ -31,6 +35,8 @@ class Settings:
     device: str = "auto"
     precision: str = "auto"
     max_adapters: int = 16
+    worker: bool = True
+    stale_after_s: float = 90.0
 
     @property
     def model_cache_dir(self) -> Path:
@@ -52,7 +58,19 @@ def load_settings() -> Settings:
         device=os.environ.get("LAB_DEVICE", "auto").strip().lower() or "auto",
         precision=os.environ.get("LAB_PRECISION", "auto").strip().lower() or "auto",
         max_adapters=_positive_int("LAB_MAX_ADAPTERS", 16),
+        worker=_flag("LAB_WORKER", True),
+        stale_after_s=float(_positive_int("LAB_STALE_AFTER_S", 90)),
     )
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        from engine.errors import LabInputError
+        raise LabInputError(f"{name}: {raw!r} is not 0 or 1")
+    return raw in ("1", "true", "yes")
 
 
 def _positive_int(name: str, default: int) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -24,6 +24,8 @@ class Run(Base):
     edge: Mapped[str] = mapped_column(String(40))            # e.g. "prompt->parameter"
     method: Mapped[str] = mapped_column(String(40))
     scenario: Mapped[str] = mapped_column(String(200))
+    # the scenario's data, stored once in `scenarios` by the hash of its content (config keeps the hash too)
+    scenario_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     model: Mapped[str | None] = mapped_column(String(300), default=None, index=True)  # set when it starts
     config: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
@@ -32,6 +34,8 @@ class Run(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)    # final numbers
     error: Mapped[str | None] = mapped_column(Text, default=None)
     owner: Mapped[str | None] = mapped_column(String(80), default=None)  # "pid@host" of the process running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)  # its runner is alive
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)  # a chain's hops point to it
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
@@ -46,6 +50,17 @@ class Run(Base):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ScenarioData(Base):
+    """A scenario's whole content, once, by its SHA-256: runs on the same scenario share one row."""
+    __tablename__ = "scenarios"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(Integer)           # bytes of its canonical JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class MetricPoint(Base):

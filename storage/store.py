@@ -5,58 +5,79 @@ Returns plain dicts so callers (engine, UI, CLI) never hold live ORM objects acr
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
-from sqlalchemy import create_engine, delete, event, inspect, select, text, update
+from datetime import timedelta
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import Artifact, Base, MetricPoint, Run, SampleRow, utcnow
+from storage.database import make_engine, migrate
+from storage.models import Artifact, MetricPoint, Run, SampleRow, ScenarioData, utcnow
+from storage.scenario_store import scenario_hash
 
 SAMPLE_COLUMNS = ("policy", "input", "output", "reward", "sample_index")
 SORT_KEYS = {"created": Run.created_at, "scenario": Run.scenario, "edge": Run.edge, "method": Run.method,
              "status": Run.status, "duration": None}
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")  # readers (the page) never block the writer (a run)
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+CHAIN_EDGE = "chain"   # a round trip's parent row: its page thread or CLI runs it, never the queue
+STAGE_CHARS = 200      # runs.stage is VARCHAR(200): PostgreSQL refuses longer, SQLite would keep it
+INTERRUPTED = "the lab stopped while this run was in progress; use Run again to start it anew"
 
 
 class Store:
     def __init__(self, url: str = "sqlite://"):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {}
-        if url == "sqlite://":  # in-memory: one shared connection so every session sees the same data
-            from sqlalchemy.pool import StaticPool
-            kwargs = dict(connect_args={"check_same_thread": False}, poolclass=StaticPool)
-        elif url.startswith("sqlite"):
-            kwargs = dict(connect_args={"check_same_thread": False})
-        self.engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        self.url = url
+        self.engine = make_engine(url)
+        self.revision = migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._scenarios: dict[str, dict] = {}   # hash -> data: content-addressed, so never stale
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     # ---------- runs ----------
     def create_run(self, edge: str, method: str, scenario: str, config: dict, status: str = "queued",
                    owner: str | None = None, parent_id: str | None = None) -> str:
+        """A new run. A `scenario_data` in `config` is stored once in `scenarios` and the run keeps its hash;
+        `get_run` gives it back in the config. A run created `running` belongs to `owner` at once (the queue
+        never claims it)."""
         run_id = uuid.uuid4().hex[:12]
+        config, digest = self._split_scenario(config)
+        now = utcnow() if status == "running" else None
         with self.session.begin() as s:
-            s.add(Run(id=run_id, edge=edge, method=method, scenario=scenario, config=config, status=status,
-                      owner=owner, parent_id=parent_id))
+            s.add(Run(id=run_id, edge=edge, method=method, scenario=scenario[:200], config=config, status=status,
+                      owner=owner, parent_id=parent_id, scenario_hash=digest, started_at=now, heartbeat_at=now,
+                      stage="starting" if now else ""))
         return run_id
 
     def update_run(self, run_id: str, **fields) -> None:
+        if isinstance(fields.get("stage"), str):
+            fields["stage"] = fields["stage"][:STAGE_CHARS]
+        if "config" in fields:
+            fields["config"], digest = self._split_scenario(fields["config"])
+            if digest:
+                fields["scenario_hash"] = digest
         with self.session.begin() as s:
             s.execute(update(Run).where(Run.id == run_id).values(**fields))
 
+    def report_progress(self, run_id: str, progress: float, stage: str) -> bool:
+        """Write a running run's progress and heartbeat; True when a cancel was asked for it (by any process)."""
+        stmt = (update(Run).where(Run.id == run_id)
+                .values(progress=progress, stage=stage[:STAGE_CHARS], heartbeat_at=utcnow())
+                .returning(Run.cancel_requested))
+        with self.session.begin() as s:
+            return bool(s.execute(stmt).scalar_one_or_none())
+
+    def heartbeat(self, run_ids: list[str]) -> None:
+        if run_ids:
+            with self.session.begin() as s:
+                s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running")
+                          .values(heartbeat_at=utcnow()))
+
     def mark_started(self, run_id: str, owner: str | None = None) -> None:
-        self.update_run(run_id, status="running", started_at=utcnow(), stage="starting", owner=owner)
+        now = utcnow()
+        self.update_run(run_id, status="running", started_at=now, heartbeat_at=now, stage="starting", owner=owner)
 
     def mark_finished(self, run_id: str, status: str, metrics: dict | None = None, error: str | None = None) -> None:
         fields = dict(status=status, finished_at=utcnow(), error=error)
@@ -67,9 +88,13 @@ class Store:
         self.update_run(run_id, **fields)
 
     def get_run(self, run_id: str) -> dict | None:
+        """The run with its artifacts; its config carries `scenario_data` again (read-only: shared by runs)."""
         with self.session() as s:
             run = s.get(Run, run_id)
-            return _run_dict(run, s) if run else None
+            d = _run_dict(run, s) if run else None
+        if d and d["config"].get("scenario_hash") and "scenario_data" not in d["config"]:
+            d["config"] = {**d["config"], "scenario_data": self.scenario_data(d["config"]["scenario_hash"])}
+        return d
 
     def list_runs(self, scenario: str | None = None, edge: str | None = None, limit: int = 500,
                   method: str | None = None, status: str | tuple[str, ...] | None = None, model: str | None = None,
@@ -99,30 +124,122 @@ class Store:
         with self.session() as s:
             return [_run_dict(r, s) for r in s.scalars(q)]
 
+    # ---------- the queue ----------
+    def claim_next(self, owner: str) -> str | None:
+        """Take the oldest queued run for `owner`, atomically: two processes never get the same run.
+
+        One UPDATE … WHERE status='queued' … RETURNING; on PostgreSQL the candidate row is picked with
+        FOR UPDATE SKIP LOCKED, so concurrent workers take different rows instead of waiting on one."""
+        candidate = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None), Run.edge != CHAIN_EDGE)
+                     .order_by(Run.created_at, Run.id).limit(1))
+        if self.dialect == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        now = utcnow()
+        stmt = (update(Run).where(Run.id == candidate.scalar_subquery(), Run.status == "queued")
+                .values(status="running", owner=owner, started_at=now, heartbeat_at=now, stage="starting",
+                        progress=0.0).returning(Run.id))
+        with self.session.begin() as s:
+            return s.execute(stmt).scalar_one_or_none()
+
+    def queued(self) -> list[str]:
+        """Run ids waiting for a worker, in the order they will start."""
+        q = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None), Run.edge != CHAIN_EDGE)
+             .order_by(Run.created_at, Run.id))
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def request_cancel(self, run_id: str) -> str | None:
+        """Cancel a queued run at once; flag a running one for the process running it. Returns what it did
+        ("cancelled", "requested"), or None when the run is not queued or running."""
+        with self.session.begin() as s:
+            done = s.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
+                status="cancelled", finished_at=utcnow(), error="cancelled before it started").returning(Run.id))
+            if done.scalar_one_or_none():
+                return "cancelled"
+            flagged = s.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                                .values(cancel_requested=True).returning(Run.id))
+            return "requested" if flagged.scalar_one_or_none() else None
+
     def runs_with_status(self, *statuses: str) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(Run.id).where(Run.status.in_(statuses)).order_by(Run.created_at)))
 
-    def mark_interrupted(self, is_alive=None) -> list[str]:
-        """At start-up: any run left `running` or `queued` by a dead process is `interrupted`.
+    def recover(self, is_alive=None, stale_after_s: float = 90.0) -> list[str]:
+        """Runs whose runner is gone become `interrupted`; queued runs stay queued for the next worker.
 
-        `is_alive(owner) -> bool` keeps runs of processes that still live (a CLI run beside the page).
-        """
+        A running run is gone when `is_alive(owner)` says False (an owner on this machine), or, for an owner
+        `is_alive` cannot judge (None: another machine), when its heartbeat is older than `stale_after_s`.
+        A queued round-trip part (a chain's row or hop, run by its page thread) goes with its owner too."""
+        stale = utcnow() - timedelta(seconds=stale_after_s)
         with self.session() as s:
-            rows = s.execute(select(Run.id, Run.owner).where(Run.status.in_(("running", "queued")))).all()
-        ids = [rid for rid, owner in rows if not (is_alive and owner and is_alive(owner))]
-        if ids:
+            rows = s.execute(select(Run.id, Run.status, Run.owner, Run.heartbeat_at, Run.started_at, Run.parent_id,
+                                    Run.edge).where(Run.status.in_(("running", "queued")))).all()
+        gone = []
+        for rid, status, owner, beat, started, parent, edge in rows:
+            if status == "queued" and parent is None and edge != CHAIN_EDGE:
+                continue
+            verdict = is_alive(owner) if (is_alive and owner) else None
+            if verdict is None:
+                verdict = status == "queued" or (beat or started or stale) > stale
+            if not verdict:
+                gone.append(rid)
+        if gone:
             with self.session.begin() as s:
-                s.execute(update(Run).where(Run.id.in_(ids)).values(
-                    status="interrupted", finished_at=utcnow(),
-                    error="the lab stopped while this run was in progress; start it again"))
-        return ids
+                s.execute(update(Run).where(Run.id.in_(gone), Run.status.in_(("running", "queued"))).values(
+                    status="interrupted", finished_at=utcnow(), error=INTERRUPTED))
+        return gone
+
+    def mark_interrupted(self, is_alive=None) -> list[str]:
+        """Start-up of a lab that owns no queue worker: `recover` with this machine's liveness check."""
+        return self.recover(is_alive)
 
     def delete_run(self, run_id: str) -> None:
         with self.session.begin() as s:
             run = s.get(Run, run_id)
             if run:
+                digest = run.scenario_hash
                 s.delete(run)
+                s.flush()
+                if digest and not s.scalar(select(exists().where(Run.scenario_hash == digest))):
+                    s.execute(delete(ScenarioData).where(ScenarioData.hash == digest))
+
+    # ---------- scenarios ----------
+    def put_scenario(self, data: dict) -> str:
+        """Store a scenario's data once; its hash."""
+        digest, size = scenario_hash(data)
+        if digest in self._scenarios:
+            with self.session() as s:
+                if s.get(ScenarioData, digest) is not None:
+                    return digest
+        try:
+            with self.session.begin() as s:
+                if s.get(ScenarioData, digest) is None:
+                    s.add(ScenarioData(hash=digest, name=str(data.get("name", ""))[:200], data=data, size=size))
+        except IntegrityError:   # another process stored the same scenario a moment ago
+            pass
+        self._scenarios[digest] = data
+        return digest
+
+    def scenario_data(self, digest: str) -> dict | None:
+        if digest not in self._scenarios:
+            with self.session() as s:
+                row = s.get(ScenarioData, digest)
+                if row is None:
+                    return None
+                self._scenarios[digest] = row.data
+        return self._scenarios[digest]
+
+    def scenario_rows(self) -> list[dict]:
+        q = select(ScenarioData.hash, ScenarioData.name, ScenarioData.size).order_by(ScenarioData.created_at)
+        with self.session() as s:
+            return [{"hash": h, "name": n, "size": z} for h, n, z in s.execute(q)]
+
+    def _split_scenario(self, config: dict) -> tuple[dict, str | None]:
+        data = (config or {}).get("scenario_data")
+        if not isinstance(data, dict):
+            return config, (config or {}).get("scenario_hash")
+        digest = self.put_scenario(data)
+        return {k: v for k, v in config.items() if k != "scenario_data"} | {"scenario_hash": digest}, digest
 
     # ---------- metric points ----------
     def add_points(self, run_id: str, step: int, values: dict[str, float]) -> None:
@@ -170,28 +287,6 @@ class Store:
         with self.session.begin() as s:
             for model in (MetricPoint, SampleRow, Artifact):
                 s.execute(delete(model).where(model.run_id == run_id))
-
-
-def add_missing_columns(engine) -> list[str]:
-    """Bring an older database up to the models: ADD every model column (and index) its tables lack.
-
-    Idempotent; new columns are nullable, so old rows read as NULL (e.g. `samples.extra`, `runs.parent_id`)."""
-    insp, added = inspect(engine), []
-    for table in Base.metadata.sorted_tables:
-        if not insp.has_table(table.name):
-            continue
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            if col.name not in have:
-                kind = col.type.compile(dialect=engine.dialect)
-                with engine.begin() as conn:
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
-                added.append(f"{table.name}.{col.name}")
-        indexed = {i["name"] for i in insp.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in indexed:
-                index.create(engine)
-    return added
 
 
 def _artifact_dict(a: Artifact) -> dict:

@@ -42,11 +42,51 @@ def lab(settings, host):
     return Lab(settings=settings, host_factory=lambda: host)
 
 
+# ---------- databases: SQLite, and PostgreSQL where a server is given ----------
+PG_SKIP = ("PostgreSQL: LAB_TEST_PG_URL is not set; `.ci/run` sets it to a throwaway server "
+           "(export LAB_TEST_PG_URL=$(bash .ci/postgres.sh))")
+
+
+def fresh_postgres_database(admin_url: str):
+    """A new empty database on the server of `admin_url`, dropped afterwards (a generator)."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+    name = f"lab_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The lab's database URL, once per backend: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lab.sqlite'}"
+        return
+    admin = os.environ.get("LAB_TEST_PG_URL")
+    if not admin:
+        pytest.skip(PG_SKIP)
+    yield from fresh_postgres_database(admin)
+
+
 @pytest.fixture
-def cli(tmp_path, model_cache_dir):
+def cli_db_url(tmp_path):
+    """The database the CLI fixtures use (test files that run on both backends override it with db_url)."""
+    return f"sqlite:///{tmp_path / 'lab.sqlite'}"
+
+
+@pytest.fixture
+def cli(tmp_path, model_cache_dir, cli_db_url):
     """`python -m engine ARGS` in a subprocess on a fresh data dir, as a user scripts it."""
     (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
-    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "LAB_DB_URL": cli_db_url}
 
     def run(*args, **extra_env):
         return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO_ROOT, capture_output=True,
@@ -55,7 +95,7 @@ def cli(tmp_path, model_cache_dir):
 
 
 @pytest.fixture
-def engine_cli(tmp_path, model_cache_dir, host, monkeypatch):
+def engine_cli(tmp_path, model_cache_dir, host, monkeypatch, cli_db_url):
     """`python -m engine ARGS` run in this process, on a fresh data dir, with the session's model host: the
     same parser, dispatch, JSON and exit codes as the subprocess `cli`, without paying a fresh interpreter,
     torch import and model load per call (seconds each). `cli` keeps the real process for the few tests of it."""
@@ -65,7 +105,7 @@ def engine_cli(tmp_path, model_cache_dir, host, monkeypatch):
     from engine import api, cli as engine_cli_module
     (tmp_path / "model-cache").symlink_to(model_cache_dir, target_is_directory=True)
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("LAB_DB_URL", raising=False)
+    monkeypatch.setenv("LAB_DB_URL", cli_db_url)
     monkeypatch.setattr(api, "_make_host", lambda settings: host)
 
     def run(*args):

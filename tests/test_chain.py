@@ -112,9 +112,9 @@ def test_store_adds_missing_columns_to_an_old_database(tmp_path):
     child = st.create_run("parameter->prompt", "soft", "sentiment", {}, parent_id="old1")
     st.add_samples(child, [{"policy": "π*", "input": "x", "output": "y", "reward": 0.1, "sample_index": 0, "k": 2}])
     assert [c["run_id"] for c in st.children("old1")] == [child] and st.samples(child)[0]["k"] == 2
-    again = Store(f"sqlite:///{path}")    # idempotent: nothing left to add
-    from storage.store import add_missing_columns
-    assert add_missing_columns(again.engine) == [] and again.get_run(child)["parent_id"] == "old1"
+    again = Store(f"sqlite:///{path}")    # idempotent: migrated once, then at head
+    from storage.database import current_revision, head_revision
+    assert current_revision(again.engine) == head_revision() and again.get_run(child)["parent_id"] == "old1"
 
 
 # ---------- short real chains ----------

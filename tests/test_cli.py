@@ -1,11 +1,17 @@
 """`python -m engine` as a user scripts it: JSON on stdout, exit codes 0 / 2 / 1. A real process for a run
-and for a failing model load; the rest through the same `main` in this process (conftest `engine_cli`)."""
+and for a failing model load; the rest through the same `main` in this process (conftest `engine_cli`).
+Every test runs on SQLite and on PostgreSQL (`LAB_DB_URL`, conftest `db_url`)."""
 import json
 import os
 
 import pytest
 
 from conftest import TINY
+
+
+@pytest.fixture
+def cli_db_url(db_url):
+    return db_url
 
 
 def _sets(cfg: dict) -> list[str]:

@@ -21,9 +21,15 @@ def _no_host():
 
 
 @pytest.fixture
-def lab(tmp_path):
-    settings = Settings(model="embedded", data_dir=tmp_path, db_url=f"sqlite:///{tmp_path / 'lab.sqlite'}", threads=1)
+def lab(tmp_path, db_url):
+    """On SQLite, then on PostgreSQL (db_url)."""
+    settings = Settings(model="embedded", data_dir=tmp_path, db_url=db_url, threads=1)
     return Lab(settings=settings, host_factory=_no_host)
+
+
+@pytest.fixture
+def cli_db_url(db_url):
+    return db_url
 
 
 def _runs(lab) -> dict[str, str]:
@@ -126,7 +132,7 @@ def test_delete_removes_rows_and_files_and_refuses_running_runs(lab):
 
 def test_cli_export_and_delete(lab, tmp_path):
     ids = _runs(lab)
-    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "LAB_DB_URL": lab.settings.db_url}
     cli = lambda *a: subprocess.run([sys.executable, "-m", "engine", *a], cwd=REPO_ROOT, capture_output=True,
                                     text=True, env=env, timeout=120)
     out = tmp_path / "out" / "runs.csv"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server for the tests that claim PostgreSQL: Debian's `postgresql` (installed when
+# missing), a fresh cluster in a temporary folder, listening on loopback only, trust auth for one user.
+# Prints the SQLAlchemy URL of its maintenance database on stdout (the tests make one database per test):
+#   export LAB_TEST_PG_URL=$(bash .ci/postgres.sh)
+# Stop it with: pg_ctl -D "$(dirname of the printed url's cluster)" stop — or let the machine go; CI does.
+set -euo pipefail
+log() { echo "postgres: $*" >&2; }
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [ -z "$(pg_bin)" ]; then
+  log "installing Debian's postgresql"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } >&2 \
+    || { log "postgresql could not be installed"; exit 1; }
+fi
+BIN=$(pg_bin)
+PORT=${LAB_PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+DIR=$(mktemp -d /tmp/lab-pg.XXXXXX)
+AS=()
+if [ "$(id -u)" = 0 ]; then   # initdb refuses to run as root: the cluster belongs to the postgres user
+  chown postgres "$DIR"
+  AS=(runuser -u postgres --)
+fi
+"${AS[@]}" "$BIN/initdb" -D "$DIR/data" -U lab -A trust -E UTF8 --no-instructions >/dev/null
+"${AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR \
+  -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+log "server $("$BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT, cluster $DIR/data"
+echo "postgresql+psycopg://lab@127.0.0.1:$PORT/postgres"
