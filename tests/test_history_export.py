@@ -32,10 +32,14 @@ def cli_db_url(db_url):
     return db_url
 
 
+SCENARIO = {"name": "sentiment", "prompt": "Be upbeat.", "train_inputs": ["a"], "heldout_inputs": ["b"]}
+
+
 def _runs(lab) -> dict[str, str]:
     """Three finished runs and one running, on two scenarios, with curves, samples and artifacts."""
     st = lab.store
-    cd = st.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {"steps": 3, "lr": 0.001}})
+    cd = st.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {"steps": 3, "lr": 0.001},
+                                                                "scenario_data": SCENARIO})
     st.mark_started(cd)
     st.add_points(cd, 1, {"loss": 0.5, "kl_heldout": 0.1})
     st.add_samples(cd, [{"policy": "base", "input": "Hi, there", "output": 'say "hello"\nbye', "reward": 0.25,
@@ -91,6 +95,7 @@ def test_json_export_reads_back_as_stored(lab):
     assert {k: cd[k] for k in ("run_id", "edge", "method", "scenario", "status", "metrics", "config")} == \
         {k: lab.run(ids["cd"])[k] for k in ("run_id", "edge", "method", "scenario", "status", "metrics", "config")}
     assert cd["points"] == lab.points(ids["cd"]) and cd["samples"] == lab.samples(ids["cd"])
+    assert cd["config"]["scenario_data"] == SCENARIO        # stored once by hash, exported whole
     assert data["runs"][1]["artifacts"][0]["data"]["prompt_text"] == "Talk like a pirate, matey."
 
 
