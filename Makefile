@@ -47,8 +47,11 @@ $(GEMMA_READY): $(TEST_STAMP)
 run: setup
 	$(PY) -m app
 
+# Two pytest workers, one torch thread each (tests/conftest.py): on 2 cores this small model runs ~1.9x the
+# throughput of one process with two threads. Test files stay whole on one worker (module fixtures, ports).
+TEST_WORKERS ?= 2
 test: setup-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) -m pip install -q -r bench/requirements-bench.txt

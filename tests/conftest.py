@@ -8,6 +8,10 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if os.environ.get("PYTEST_XDIST_WORKER"):   # `pytest -n 2`: one torch thread per worker, so two never fight
+    os.environ["LAB_THREADS"] = "1"            # over the cores (subprocesses read it too)
+    import torch
+    torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
