@@ -112,3 +112,21 @@ def test_with_the_package_the_banner_is_hidden_and_the_model_is_embedded(lab):
     from app.main import banner_text
     assert lab.model_problem() is None and banner_text(None) == ""
     assert lab.model == "embedded:smollm2-135m"
+
+
+def test_the_data_dir_is_the_space_storage_when_mounted_and_writable(tmp_path, monkeypatch):
+    from engine import settings
+    monkeypatch.delenv("LAB_DATA_DIR", raising=False)
+    monkeypatch.setattr(settings, "SPACE_DATA_DIR", tmp_path / "data")
+    assert settings.load_settings().data_dir == REPO_ROOT / "data"          # no /data: ./data
+    (tmp_path / "data").write_text("")                                      # /data is not a directory
+    assert settings.load_settings().data_dir == REPO_ROOT / "data"
+    (tmp_path / "data").unlink()
+    (tmp_path / "data").mkdir()
+    s = settings.load_settings()
+    assert s.data_dir == tmp_path / "data" and s.db_url == f"sqlite:///{tmp_path / 'data' / 'lab.sqlite'}"
+    with monkeypatch.context() as m:
+        m.setattr(settings.os, "access", lambda path, mode: False)          # mounted read-only
+        assert settings.load_settings().data_dir == REPO_ROOT / "data"
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "mine"))            # LAB_DATA_DIR wins
+    assert settings.load_settings().data_dir == tmp_path / "mine"
