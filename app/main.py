@@ -1,6 +1,7 @@
 """The lab's page: Gradio Blocks with one module per tab. Talks to the engine's API, never to torch."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def main() -> None:
     if os.environ.get("LAB_MODEL", "embedded").startswith("embedded"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model needs no network at all
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    handler = logging.StreamHandler()   # the engine's own lines (which model loaded) in the server log
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.getLogger("engine").addHandler(handler)
+    logging.getLogger("engine").setLevel(logging.INFO)
     from engine.api import get_lab
     lab = get_lab()
     demo = build_app(lab)
