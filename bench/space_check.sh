@@ -17,6 +17,10 @@ SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1   # a Space builds with no pip cache: nor do we
+# A Space reaches the PyTorch CPU index; here it is unreachable (the +cpu wheel lies on local disk, found through
+# pip's find-links). With pip's default 5 retries a fresh venv's pip waits on it for every package (measured:
+# 644 s for the whole install); with none it gives up at once.
+export PIP_RETRIES=0
 
 now() { date +%s.%N; }
 line() { printf '  %-34s %6.1f s%s\n' "$1" "$(echo "$(now) - $2" | bc)" "${3:+   $3}"; }
@@ -29,7 +33,7 @@ fresh_install() {
     t=$(now); "$2/bin/pip" install -q -r "$1" > "$2.pip.log" 2>&1 \
         || { tail -20 "$2.pip.log"; exit 1; }
     line "pip install -r $(basename "$1")" "$t" "venv $(size "$2") MB, $("$2/bin/pip" list 2>/dev/null | tail -n +3 | wc -l) packages, $("$2/bin/pip" list 2>/dev/null | grep -E '^torch ' | tr -s ' ')"
-    echo "  (pip warnings about unreachable download.pytorch.org: $(grep -c 'download.pytorch.org' "$2.pip.log" || true))"
+    echo "  (pip log lines about the unreachable PyTorch index: $(grep -cE 'download\.pytorch\.org|/whl/cpu/' "$2.pip.log" || true))"
 }
 
 echo "== the Space: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' + uncommitted changes'), $(python3 --version)"

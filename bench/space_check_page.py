@@ -30,7 +30,7 @@ def main(url: str, model: str) -> None:
         page.goto(url)
         expect(page.get_by_text("prompt → parameter").first).to_be_visible(timeout=60_000)
         t = step("page load (form visible)", t)
-        expect(page.locator("#host-line")).to_contain_text(f"Model: `{model}`", timeout=120_000)
+        expect(page.locator("#host-line")).to_contain_text(f"Model: {model} (", timeout=120_000)
         expect(page.locator("#host-line")).to_contain_text("chat format", timeout=120_000)
         expect(page.locator("#model-banner")).to_be_hidden()
         t = step("model loaded (header line)", t)
