@@ -33,7 +33,6 @@ fresh_install() {
     t=$(now); "$2/bin/pip" install -q -r "$1" > "$2.pip.log" 2>&1 \
         || { tail -20 "$2.pip.log"; exit 1; }
     line "pip install -r $(basename "$1")" "$t" "venv $(size "$2") MB, $("$2/bin/pip" list 2>/dev/null | tail -n +3 | wc -l) packages, $("$2/bin/pip" list 2>/dev/null | grep -E '^torch ' | tr -s ' ')"
-    echo "  (pip log lines about the unreachable PyTorch index: $(grep -cE 'download\.pytorch\.org|/whl/cpu/' "$2.pip.log" || true))"
 }
 
 echo "== the Space: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' + uncommitted changes'), $(python3 --version)"
