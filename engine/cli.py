@@ -158,18 +158,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# the commands that load the model: without one to load they stop before anything runs (exit 2, one line)
+MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "chain", "compare"}
+
+
 def _dispatch(args) -> int:
     from engine.api import Lab
+    if args.command in MODEL_COMMANDS:
+        from engine.model_loading import effective_model
+        from engine.settings import load_settings
+        model = effective_model(load_settings().model)   # raises ModelUnavailable, a LabInputError
     if args.command == "prepare-model":
         import time
 
         from engine.model_loading import load_model_and_tokenizer
-        from engine.settings import load_settings
         settings = load_settings()
         t0 = time.perf_counter()
-        model, _, load_s = load_model_and_tokenizer(settings.model, settings.model_cache_dir)
-        n = sum(p.numel() for p in model.parameters())
-        return _print({"model": settings.model, "parameters": n, "load_s": round(load_s, 2),
+        lm, _, load_s = load_model_and_tokenizer(model, settings.model_cache_dir)
+        n = sum(p.numel() for p in lm.parameters())
+        return _print({"model": model, "parameters": n, "load_s": round(load_s, 2),
                        "total_s": round(time.perf_counter() - t0, 2)}, args.json)
     if args.command == "info":
         return _print(Lab().host_info(), args.json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ import torch
 from engine import precision as prec
 from engine.chat_format import discover
 from engine.kl import sequence_logprob
-from engine.model_loading import canonical_model, hub_id, load_model_and_tokenizer
+from engine.model_loading import canonical_model, effective_model, hub_id, load_model_and_tokenizer
 from engine.policies import Policy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,9 +47,14 @@ class ModelHost:
                  precision: str = "auto", precision_cache: Path | None = None, max_adapters: int = 16):
         if threads:
             torch.set_num_threads(threads)
-        self.model_name = canonical_model(model)   # what runs record; "embedded" = "embedded:smollm2-135m"
+        loaded = effective_model(model)   # an embedded model without its package: the same model by hub id
+        self.model_name = canonical_model(loaded)  # what runs record; "embedded" = "embedded:smollm2-135m"
         self.model_cache_root = Path(cache_root)
-        self.model, self.tok, self.load_seconds = load_model_and_tokenizer(model, cache_root)
+        self.model, self.tok, self.load_seconds = load_model_and_tokenizer(loaded, cache_root)
+        if loaded != model:
+            log.warning("LAB_MODEL=%s: its package is not installed; loaded %s from the Hugging Face cache instead "
+                        "(the original weights, not the embedded quantized copy)", model, loaded)
+        log.info("model %s loaded in %.1f s", self.model_name, self.load_seconds)
         self.device = prec.resolve_device(device)
         self.model.to(self.device)
         cache = precision_cache if precision_cache is not None else Path(cache_root).parent / "precision.json"

