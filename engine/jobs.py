@@ -9,6 +9,7 @@ to storage as they happen, so the page can be reloaded or closed while a run goe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -43,6 +44,7 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+log = logging.getLogger("triangle_lab.jobs")
 OWNER = f"{os.getpid()}.{_process_start(os.getpid())}@{socket.gethostname()}"
 
 
@@ -181,10 +183,15 @@ class JobRunner:
         how many it executed. `on_finished(run)` is told of each."""
         done, last_recover = 0, time.monotonic()
         while not self._stop.is_set():
-            with self.exclusive:   # claim only when the model is free: a claimed run starts at once
-                run_id = self.store.claim_next(OWNER)
-                if run_id:
-                    self._execute_claimed(run_id)
+            try:
+                with self.exclusive:   # claim only when the model is free: a claimed run starts at once
+                    run_id = self.store.claim_next(OWNER)
+                    if run_id:
+                        self._execute_claimed(run_id)
+            except Exception:          # the database went away for a moment: the worker lives on and retries
+                log.exception("worker: claiming the next run failed; retrying in %.0f s", 5 * self.POLL_S)
+                self._stop.wait(5 * self.POLL_S)
+                continue
             if run_id:
                 done += 1
                 if on_finished:
