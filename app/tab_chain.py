@@ -3,7 +3,6 @@ is left of the original prompted behaviour after every hop, drawn on the triangl
 engine/chain.py; every hop is an ordinary run (History lists it) with the round trip as its parent."""
 from __future__ import annotations
 
-import threading
 
 import gradio as gr
 
@@ -18,7 +17,6 @@ INTRO = ("Convert a behaviour around the triangle and measure what survives. Eac
          "its arrow shows how often that reward orders replies like the reference reward.")
 PATHS = ["prompt,parameter,prompt", "prompt,parameter,reward,prompt", "prompt,reward,parameter,prompt",
          "prompt,reward,prompt", "prompt,parameter,reward"]
-_CANCEL: dict[str, threading.Event] = {}   # parent run id -> its cancel flag (this process's chains)
 
 
 def build(lab) -> None:
@@ -68,15 +66,15 @@ def _start(lab, scenario_name: str, path: str, methods: str, sets: str):
         request = prepare_chain(path, load_scenario(scenario_name), ms, parse_sets(sets), lookup=lab.store.get_run)
     except LabInputError as e:
         return gr.skip(), f"<div style='color:#d62728'><b>Cannot start:</b> {e}</div>"
-    parent_id, cancel = start_chain(lab, request)
-    _CANCEL[parent_id] = cancel
+    parent_id = start_chain(lab, request)
     return parent_id, views.progress_html(lab.run(parent_id))
 
 
 def _cancel(lab, parent_id: str | None) -> None:
-    if not parent_id or parent_id not in _CANCEL:
+    """Cancel the round trip (queued: at once; running: before its next hop) and the hop running now."""
+    if not parent_id:
         return
-    _CANCEL[parent_id].set()
+    lab.cancel(parent_id)
     for child in lab.store.children(parent_id):
         if child["status"] in ("queued", "running"):
             lab.cancel(child["run_id"])

@@ -36,7 +36,8 @@ class Lab:
         from storage import Store
         self.settings = settings or load_settings()
         self.store = store or Store(self.settings.db_url)
-        self.jobs = JobRunner(self.settings, self.store, host_factory or (lambda: _make_host(self.settings)))
+        self.jobs = JobRunner(self.settings, self.store, host_factory or (lambda: _make_host(self.settings)),
+                              chain_executor=self._execute_chain_row)
 
     @functools.cached_property
     def model(self) -> str:
@@ -145,6 +146,11 @@ class Lab:
 
     def cancel(self, run_id: str) -> bool:
         return self.jobs.cancel(run_id)
+
+    def _execute_chain_row(self, run: dict, cancel) -> None:
+        """A worker took a queued round trip: rebuild its request from the row and run its hops."""
+        from engine.chain import execute_chain, restore_chain
+        execute_chain(self, restore_chain(run["config"], lookup=self.store.get_run), run["run_id"], cancel)
 
     def rerun(self, run_id: str) -> str:
         """Queue a new run with the settings of `run_id` (e.g. one interrupted by a restart)."""

@@ -183,11 +183,22 @@ def _check_given_references(config, scenario, lookup, skip: set) -> None:
     check_references(view, scenario, lookup)
 
 
+def restore_chain(config: dict, lookup=None) -> ChainRequest:
+    """The request a stored chain row was made from (a worker runs a queued round trip from its row)."""
+    from engine.scenarios import parse_scenario
+    sets = {f"chain.{k}": str(v) for k, v in (config.get("method_config") or {}).items()}
+    for i, overrides in enumerate(config.get("hop_overrides") or []):
+        sets |= {f"{i + 1}.{k}": str(v) for k, v in overrides.items()}
+    return prepare_chain(config["path"], parse_scenario(config["scenario_data"]), config.get("methods"), sets,
+                         config.get("source_run") or "", lookup=lookup)
+
+
 # ---------- running ----------
-def create_chain_run(store, request: ChainRequest) -> str:
-    """The parent run row, so a page can watch it before the first hop starts."""
+def create_chain_run(store, request: ChainRequest, status: str = "queued") -> str:
+    """The parent run row, so a page can watch it before the first hop starts: `queued` for a worker to take
+    (the page), or `running` in this process (the CLI)."""
     return store.create_run(EDGE, ",".join(request.path), request.scenario.name, request.stored_config(),
-                            status="queued", owner=OWNER)
+                            status=status, owner=OWNER if status == "running" else None)
 
 
 def execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading.Event | None = None) -> None:
@@ -209,7 +220,7 @@ def _execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading
         store.add_points(parent_id, 0, {"kl_to_origin": origin.kl_base, "reward": origin.reward_base})
         hops, prev = [], None
         for i, hop in enumerate(request.hops):
-            if cancel is not None and cancel.is_set():
+            if (cancel is not None and cancel.is_set()) or store.cancel_requested(parent_id):
                 raise RunCancelled()
             store.update_run(parent_id, progress=round(i / len(request.hops), 4),
                              stage=f"hop {i + 1}/{len(request.hops)}: {hop.edge.name} ({hop.method.name})")
@@ -353,15 +364,14 @@ def chain_summary(run: dict) -> dict:
 
 def run_chain(lab, request: ChainRequest) -> str:
     """Create and execute a chain in this thread (the CLI); returns the parent run id."""
-    parent_id = create_chain_run(lab.store, request)
-    execute_chain(lab, request, parent_id)
+    with lab.jobs.exclusive:
+        parent_id = create_chain_run(lab.store, request, status="running")
+        execute_chain(lab, request, parent_id)
     return parent_id
 
 
-def start_chain(lab, request: ChainRequest) -> tuple[str, threading.Event]:
-    """Create the parent run and execute the chain in a background thread (the page)."""
+def start_chain(lab, request: ChainRequest) -> str:
+    """Queue the chain (the page): a worker runs it like any run, so it waits its turn and outlives a restart."""
     parent_id = create_chain_run(lab.store, request)
-    cancel = threading.Event()
-    threading.Thread(target=execute_chain, args=(lab, request, parent_id, cancel), name=f"chain-{parent_id}",
-                     daemon=True).start()
-    return parent_id, cancel
+    lab.jobs.wake()
+    return parent_id

@@ -45,6 +45,7 @@ def _process_start(pid: int) -> str:
 
 
 log = logging.getLogger("triangle_lab.jobs")
+CHAIN_EDGE = "chain"   # engine/chain.py's parent rows
 OWNER = f"{os.getpid()}.{_process_start(os.getpid())}@{socket.gethostname()}"
 
 
@@ -104,8 +105,9 @@ class JobRunner:
     HEARTBEAT_S = 10.0     # how often a worker tells the database its runs are alive
     POLL_S = 1.0           # how often an idle worker looks for runs queued by another process
 
-    def __init__(self, settings: Settings, store, host_factory):
+    def __init__(self, settings: Settings, store, host_factory, chain_executor=None):
         self.settings, self.store, self._host_factory = settings, store, host_factory
+        self.chain_executor = chain_executor     # (run, cancel event) -> None: runs a queued round trip
         self._host = None
         self._cancel: dict[str, threading.Event] = {}
         self._running: set[str] = set()          # runs this process executes now (their heartbeat is ours)
@@ -140,6 +142,10 @@ class JobRunner:
         self._notify(start_worker)
         return run_id
 
+    def wake(self) -> None:
+        """A run was queued here by other means (a round trip's row): start or wake this process's worker."""
+        self._notify(True)
+
     def _notify(self, start_worker: bool) -> None:
         if start_worker and self.settings.worker:
             self.start_worker()
@@ -150,8 +156,8 @@ class JobRunner:
         run = self.store.get_run(run_id)
         if run is None:
             raise LabInputError(f"no run with id {run_id!r}")
-        if run["edge"] == "chain" or run.get("parent_id"):
-            raise LabInputError(f"run {run_id} is part of a round trip: start the round trip again in its tab")
+        if run.get("parent_id"):
+            raise LabInputError(f"run {run_id} is a hop of round trip {run['parent_id']}: run that one again")
         config = {k: v for k, v in run["config"].items() if k not in ("runtime", "scenario_hash")}
         if run["status"] in ("queued", "running"):
             raise LabInputError(f"run {run_id} is {run['status']}: it has not finished, nothing to run again")
@@ -252,6 +258,9 @@ class JobRunner:
 
     def _execute(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
+        if run["edge"] == CHAIN_EDGE:   # a round trip: its hops run through execute(), in this thread
+            self._execute_chain(run)
+            return
         cfg = run["config"]
         out_dir = self.settings.artifacts_dir / run_id
         cancel = self._cancel.setdefault(run_id, threading.Event())
@@ -283,6 +292,15 @@ class JobRunner:
         except Exception as e:  # a failed run keeps its error, never half its outputs
             self._discard(run_id, out_dir)
             self.store.mark_finished(run_id, "failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}")
+
+    def _execute_chain(self, run: dict) -> None:
+        if self.chain_executor is None:
+            self.store.mark_finished(run["run_id"], "failed", error="this process cannot run round trips")
+            return
+        try:
+            self.chain_executor(run, self._cancel.setdefault(run["run_id"], threading.Event()))
+        except LabInputError as e:   # the stored request no longer holds (e.g. its source run was deleted)
+            self.store.mark_finished(run["run_id"], "failed", error=str(e))
 
     def _discard(self, run_id: str, out_dir) -> None:
         self.store.clear_run_outputs(run_id)

@@ -19,7 +19,6 @@ from storage.scenario_store import scenario_hash
 SAMPLE_COLUMNS = ("policy", "input", "output", "reward", "sample_index")
 SORT_KEYS = {"created": Run.created_at, "scenario": Run.scenario, "edge": Run.edge, "method": Run.method,
              "status": Run.status, "duration": None}
-CHAIN_EDGE = "chain"   # a round trip's parent row: its page thread or CLI runs it, never the queue
 STAGE_CHARS = 200      # runs.stage is VARCHAR(200): PostgreSQL refuses longer, SQLite would keep it
 INTERRUPTED = "the lab stopped while this run was in progress; use Run again to start it anew"
 
@@ -130,7 +129,7 @@ class Store:
 
         One UPDATE … WHERE status='queued' … RETURNING; on PostgreSQL the candidate row is picked with
         FOR UPDATE SKIP LOCKED, so concurrent workers take different rows instead of waiting on one."""
-        candidate = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None), Run.edge != CHAIN_EDGE)
+        candidate = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None))
                      .order_by(Run.created_at, Run.id).limit(1))
         if self.dialect == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
@@ -143,8 +142,7 @@ class Store:
 
     def queued(self) -> list[str]:
         """Run ids waiting for a worker, in the order they will start."""
-        q = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None), Run.edge != CHAIN_EDGE)
-             .order_by(Run.created_at, Run.id))
+        q = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None)).order_by(Run.created_at, Run.id))
         with self.session() as s:
             return list(s.scalars(q))
 
@@ -160,6 +158,10 @@ class Store:
                                 .values(cancel_requested=True).returning(Run.id))
             return "requested" if flagged.scalar_one_or_none() else None
 
+    def cancel_requested(self, run_id: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
     def runs_with_status(self, *statuses: str) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(Run.id).where(Run.status.in_(statuses)).order_by(Run.created_at)))
@@ -169,14 +171,14 @@ class Store:
 
         A running run is gone when `is_alive(owner)` says False (an owner on this machine), or, for an owner
         `is_alive` cannot judge (None: another machine), when its heartbeat is older than `stale_after_s`.
-        A queued round-trip part (a chain's row or hop, run by its page thread) goes with its owner too."""
+        A queued round-trip hop (made by its chain's runner just before it runs) goes with its owner too."""
         stale = utcnow() - timedelta(seconds=stale_after_s)
         with self.session() as s:
-            rows = s.execute(select(Run.id, Run.status, Run.owner, Run.heartbeat_at, Run.started_at, Run.parent_id,
-                                    Run.edge).where(Run.status.in_(("running", "queued")))).all()
+            rows = s.execute(select(Run.id, Run.status, Run.owner, Run.heartbeat_at, Run.started_at, Run.parent_id)
+                             .where(Run.status.in_(("running", "queued")))).all()
         gone = []
-        for rid, status, owner, beat, started, parent, edge in rows:
-            if status == "queued" and parent is None and edge != CHAIN_EDGE:
+        for rid, status, owner, beat, started, parent in rows:
+            if status == "queued" and parent is None:
                 continue
             verdict = is_alive(owner) if (is_alive and owner) else None
             if verdict is None:

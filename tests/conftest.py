@@ -122,3 +122,14 @@ def engine_cli(tmp_path, model_cache_dir, host, monkeypatch, cli_db_url):
 
 TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples": 1, "max_new_tokens": 12,
         "eval_every": 2, "teacher_samples": 1}
+
+
+# The longest files first: `make test` hands whole files to two workers in this order, so the long real runs
+# start at once and the short files fill in around them (otherwise one worker ends minutes after the other).
+LONGEST_FIRST = ("test_second_model.py", "test_reward_from_data.py", "test_parameter_reward.py", "test_chain.py",
+                 "test_parameter_to_prompt.py", "test_browser.py", "test_queue_processes.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: each file keeps its order

@@ -139,9 +139,18 @@ def test_prompt_parameter_prompt_round_trip_reports_every_hop(lab):
 
 
 def test_a_hop_ending_at_the_reward_vertex_reports_agreement_not_kl(lab):
+    """Queued from the page (start_chain): the worker rebuilds the request from the stored row and runs it."""
     sets = {"n_heldout": "4", "eval_samples": "1", "max_new_tokens": "12", "chain.n_heldout": "4",
             "chain.eval_samples": "2", "chain.max_new_tokens": "12"}
-    run = lab.run(chain.run_chain(lab, chain.prepare_chain("prompt,reward", load_scenario("sentiment"), None, sets)))
+    request = chain.prepare_chain("prompt,reward", load_scenario("sentiment"), None, sets)
+    with lab.jobs.exclusive:          # the worker waits: the row is visible as queued first
+        parent_id = chain.start_chain(lab, request)
+        assert lab.run(parent_id)["status"] == "queued" and lab.queue() == [parent_id]
+        restored = chain.restore_chain(lab.run(parent_id)["config"])
+        assert restored.config == request.config and [h.overrides for h in restored.hops] == \
+            [h.overrides for h in request.hops] and restored.scenario == request.scenario
+    lab.jobs.wait_idle(300)
+    run = lab.run(parent_id)
     assert run["status"] == "succeeded", run["error"]
     m = run["metrics"]["hops"][0]["metrics"]
     assert m["kl_to_origin"] is None and m["reward"] is None and 0 <= m["pair_accuracy"] <= 1 and m["n_pairs"] > 0

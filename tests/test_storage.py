@@ -93,9 +93,9 @@ def test_database_persists_across_stores(db_url):
 # ---------- the queue ----------
 def test_claims_are_atomic_in_order_and_never_shared(db_url):
     st = Store(db_url)
-    ids = [st.create_run("prompt->parameter", "kl", "s", {}) for _ in range(40)]
-    st.create_run("chain", "prompt,parameter", "s", {})                       # a round trip's own row
-    st.create_run("prompt->parameter", "kl", "s", {}, parent_id=ids[0])       # and its hop: never queued work
+    ids = [st.create_run("prompt->parameter", "kl", "s", {}) for _ in range(39)]
+    ids.append(st.create_run("chain", "prompt,parameter", "s", {}))           # a round trip is queued work too
+    st.create_run("prompt->parameter", "kl", "s", {}, parent_id=ids[0])       # its hops are not: it runs them
     assert st.queued() == ids
     claimed, errors = [], []
     lock = threading.Lock()
