@@ -189,15 +189,15 @@ class JobRunner:
         how many it executed. `on_finished(run)` is told of each."""
         done, last_recover = 0, time.monotonic()
         while not self._stop.is_set():
-            try:
-                with self.exclusive:   # claim only when the model is free: a claimed run starts at once
+            with self.exclusive:   # claim only when the model is free: a claimed run starts at once
+                try:
                     run_id = self.store.claim_next(OWNER)
-                    if run_id:
-                        self._execute_claimed(run_id)
-            except Exception:          # the database went away for a moment: the worker lives on and retries
-                log.exception("worker: claiming the next run failed; retrying in %.0f s", 5 * self.POLL_S)
-                self._stop.wait(5 * self.POLL_S)
-                continue
+                except Exception:  # the database went away for a moment: the worker lives on and retries
+                    log.exception("worker: claiming the next run failed; retrying in %.0f s", 5 * self.POLL_S)
+                    run_id = None
+                    self._stop.wait(5 * self.POLL_S)
+                if run_id:
+                    self._execute_claimed(run_id)   # it stores its own failure: nothing escapes
             if run_id:
                 done += 1
                 if on_finished:
