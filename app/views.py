@@ -45,7 +45,7 @@ def progress_html(run: dict | None, position: int | None = None) -> str:
     label = f"{run['status']} · {pct}% · {stage}"
     if run["status"] == "queued" and position:
         label = ("queued · next in line" if position == 1 else
-                 f"queued · number {position} in line ({position - 1} runs ahead)")
+                 f"queued · number {position} in line ({position - 1} run{'s' if position > 2 else ''} ahead)")
     elif run["status"] == "interrupted":
         label = f"interrupted at {pct}% · the lab stopped during this run: Run again starts it anew"
     return (f"<div class='lab-progress' data-status='{run['status']}'>"
