@@ -22,6 +22,10 @@ def test_progress_and_metrics_views():
            "progress": 0.42, "stage": "training step 3/10", "metrics": {}, "error": None, "duration_s": None}
     html = views.progress_html(run)
     assert "width:42%" in html and "training step 3/10" in html
+    queued = {**run, "status": "queued", "progress": 0.0, "stage": ""}
+    assert "next in line" in views.progress_html(queued, 1)
+    assert "number 3 in line (2 runs ahead)" in views.progress_html(queued, 3)
+    assert "Run again" in views.progress_html({**run, "status": "interrupted"})
     failed = {**run, "status": "failed", "error": "ValueError: boom\nTraceback (most recent call last): ..."}
     assert views.metrics_markdown(failed) == "**Run failed.** ValueError: boom"
     done = {**run, "status": "succeeded", "metrics": {"kl_after": 0.01}, "duration_s": 12.0}
