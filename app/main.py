@@ -11,7 +11,7 @@ if __package__ in (None, ""):  # run as a file, e.g. a Hugging Face Space's `app
 
 import gradio as gr  # noqa: E402
 
-from app import tab_about, tab_chain, tab_compare, tab_convert, tab_history  # noqa: E402
+from app import page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history  # noqa: E402
 
 CSS = (".lab-progress {width: 100%; min-width: 300px}"
        " .caption p {font-size: 0.95em; color: #444; margin-top: 0}"
@@ -38,7 +38,8 @@ def build_app(lab) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             return opening_run(lab, request.query_params.get("run") if request else None), host_text(lab)
-        demo.load(on_load, None, [selected_run, host_line])  # after a reload, watch the active (or last) run
+        demo.load(on_load, None, [selected_run, host_line], api_visibility="private")
+        page_api.register(lab)   # /convert and /run for scripts  # after a reload, watch the active (or last) run
     return demo
 
 

@@ -39,10 +39,11 @@ def build(lab) -> None:
         timer = gr.Timer(1.0)
 
         # ---- events ----
-        run_btn.click(lambda *a: _start(lab, *a), [scenario, path, methods, sets], [chain_id, status])
-        cancel_btn.click(lambda cid: _cancel(lab, cid), [chain_id], None)
-        path.change(lambda p, cid: gr.skip() if cid else _preview(p), [path, chain_id], [figure])
-        timer.tick(lambda cid: _refresh(lab, cid), [chain_id], [status, figure, numbers])
+        run_btn.click(lambda *a: _start(lab, *a), [scenario, path, methods, sets], [chain_id, status],
+                      api_name="round_trip")
+        cancel_btn.click(lambda cid: _cancel(lab, cid), [chain_id], None, api_name="cancel_round_trip")
+        path.change(lambda p, cid: gr.skip() if cid else _preview(p), [path, chain_id], [figure], api_visibility="private")
+        timer.tick(lambda cid: _refresh(lab, cid), [chain_id], [status, figure, numbers], api_visibility="private")
 
 
 def parse_sets(text: str) -> dict[str, str]:

@@ -82,13 +82,13 @@ def build(lab, tab: gr.Tab | None = None) -> None:
                 gr.update(value=_json_file(res), visible=True))
 
     scenario_io = ([scenario, policies, reward, result], [policies, reward, frontier_plot, frontier_note])
-    scenario.change(on_scenario, *scenario_io)
-    refresh_btn.click(on_scenario, *scenario_io)
+    scenario.change(on_scenario, *scenario_io, api_visibility="private")
+    refresh_btn.click(on_scenario, *scenario_io, api_visibility="private")
     if tab is not None:  # runs finished in other tabs appear when the user comes back here
-        tab.select(on_scenario, *scenario_io)
+        tab.select(on_scenario, *scenario_io, api_visibility="private")
     run_btn.click(on_compare, [scenario, policies, reward, *settings],
                   [status, reward_plot, kl_plot, frontier_plot, frontier_note, table, result, download],
-                  concurrency_limit=1, concurrency_id="compare")
+                  concurrency_limit=1, concurrency_id="compare", api_name="compare")
 
 
 def _menu_data(lab, name: str, current: list[str] | None, res: dict | None) -> tuple:

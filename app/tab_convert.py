@@ -86,7 +86,8 @@ def build(lab, selected_run: gr.State) -> None:
                 return gr.update(), f"<span style='color:#d62728'>**Cannot run:** {e}</span>"
             run_id = lab.submit(request)
             return run_id, f"Submitted run `{run_id}`; it runs in the background — you can reload or close the page."
-        run_btn.click(submit, [scenario, upload, *inputs], [selected_run, status])
+        run_btn.click(submit, [scenario, upload, *inputs], [selected_run, status],
+                      api_visibility="private")   # drawn per method: scripts use /convert (app/page_api.py)
 
     with gr.Row():
         progress = gr.HTML(views.progress_html(None), elem_id="run-progress")
@@ -184,14 +185,16 @@ def build(lab, selected_run: gr.State) -> None:
         except LabInputError as e:
             return views.steer_table([], w, str(e))
 
-    scenario.change(on_scenario, [scenario, upload], [upload, scenario_info])
-    upload.change(on_upload, upload, scenario_info)
+    scenario.change(on_scenario, [scenario, upload], [upload, scenario_info], api_visibility="private")
+    upload.change(on_upload, upload, scenario_info, api_visibility="private")
     wanted_method = gr.State(None)
-    edge.change(on_edge, [edge, wanted_method], [triangle, method, equation, edge_note, wanted_method])
-    selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method])
-    method.change(on_method, [edge, method], equation)
+    edge.change(on_edge, [edge, wanted_method], [triangle, method, equation, edge_note, wanted_method],
+                api_visibility="private")
+    selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method],
+                        api_visibility="private")
+    method.change(on_method, [edge, method], equation, api_visibility="private")
     cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
-                     selected_run, status)
+                     selected_run, status, api_name="cancel")
 
     def run_again(run_id):
         try:
@@ -204,10 +207,11 @@ def build(lab, selected_run: gr.State) -> None:
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
                w_slider, steer_table, again_btn]
-    w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table)
-    n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table)
-    timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden")
-    selected_run.change(refresh, [selected_run, gr.State(None), n_steer], watched, show_progress="hidden")
+    w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table, api_name="steer")
+    n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table, api_visibility="private")
+    timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden", api_visibility="private")
+    selected_run.change(refresh, [selected_run, gr.State(None), n_steer], watched, show_progress="hidden",
+                        api_visibility="private")
 
 
 def _edge_extras(lab, run: dict, samples: list[dict], n_inputs: int) -> tuple:

@@ -97,22 +97,23 @@ def build(lab, selected_run: gr.State) -> None:
     view_inputs = [*filters, sort, selection]
     view_outputs = [table, *filters, selection, message]
     for c in (*filters, sort):
-        c.input(show, view_inputs, view_outputs)
-    refresh_btn.click(show, view_inputs, view_outputs)
+        c.input(show, view_inputs, view_outputs, api_visibility="private")
+    refresh_btn.click(show, view_inputs, view_outputs, api_name="history")
     table.select(open_run, [table, selection],
                  [selected_run, opened, selection, detail, header, numbers, artifact, curves, fig_a, fig_b, samples,
-                  config])
+                  config], api_visibility="private")
     select_all_btn.click(lambda df, sel: gr.update(value=_union(sel or [], list(df["run_id"]))), [table, selection],
-                         selection)
-    clear_btn.click(lambda: gr.update(value=[]), None, selection)
-    export_btn.click(export, [selection, opened], [files, message])
-    delete_btn.click(lambda: _confirm(True), None, [delete_btn, confirm_btn, keep_btn])
-    keep_btn.click(lambda: _confirm(False), None, [delete_btn, confirm_btn, keep_btn])
+                         selection, api_visibility="private")
+    clear_btn.click(lambda: gr.update(value=[]), None, selection, api_visibility="private")
+    export_btn.click(export, [selection, opened], [files, message], api_name="export")
+    delete_btn.click(lambda: _confirm(True), None, [delete_btn, confirm_btn, keep_btn], api_visibility="private")
+    keep_btn.click(lambda: _confirm(False), None, [delete_btn, confirm_btn, keep_btn], api_visibility="private")
     confirm_btn.click(delete, [opened, selected_run],
-                      [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn]).then(
-        show, view_inputs, view_outputs)
+                      [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn],
+                      api_name="delete_run").then(show, view_inputs, view_outputs, api_visibility="private")
     last = gr.State(None)
-    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, last], [table, last], show_progress="hidden")
+    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, last], [table, last], show_progress="hidden",
+                       api_visibility="private")
 
 
 def _query(values: list[str], order: str) -> dict:

@@ -1,0 +1,45 @@
+"""The page's Gradio API is deliberate: a named endpoint for each thing a script would do, none for the
+page's plumbing; /convert queues a run and /run reads it back, through gradio_client against a live page."""
+import pytest
+
+from engine.api import Lab
+from engine.settings import Settings
+
+NAMED = {"/convert", "/run", "/cancel", "/run_again", "/steer", "/compare", "/history", "/export", "/delete_run",
+         "/round_trip", "/cancel_round_trip"}
+
+
+def _no_host():
+    raise AssertionError("queuing and reading runs must not need the model")
+
+
+@pytest.fixture
+def demo(tmp_path):
+    from app.main import build_app
+    settings = Settings(model="embedded", data_dir=tmp_path, db_url=f"sqlite:///{tmp_path / 'lab.sqlite'}",
+                        threads=1, worker=False)   # nothing runs: the queue keeps what /convert puts in
+    lab = Lab(settings=settings, host_factory=_no_host)
+    return build_app(lab), lab
+
+
+def test_only_the_scripting_endpoints_are_named_and_none_is_anonymous(demo):
+    info = demo[0].get_api_info()
+    assert set(info["named_endpoints"]) == NAMED
+    assert not info.get("unnamed_endpoints")
+
+
+def test_a_client_queues_a_run_and_reads_it_back(demo):
+    from gradio_client import Client
+    app, lab = demo
+    app.queue().launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        out = client.predict("prompt", "parameter", "kl", "sentiment", {"steps": 3}, api_name="/convert")
+        assert out["status"] == "queued" and lab.queue() == [out["run_id"]]
+        run = client.predict(out["run_id"], api_name="/run")
+        assert (run["status"], run["edge"], run["method"]) == ("queued", "prompt->parameter", "kl")
+        assert run["config"]["method_config"]["steps"] == 3
+        with pytest.raises(Exception, match="method 'sgd' is unknown"):
+            client.predict("prompt", "parameter", "sgd", "sentiment", {}, api_name="/convert")
+    finally:
+        app.close()
