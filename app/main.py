@@ -38,8 +38,9 @@ def build_app(lab) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             return opening_run(lab, request.query_params.get("run") if request else None), host_text(lab)
+        # after a reload, watch the active (or last) run
         demo.load(on_load, None, [selected_run, host_line], api_visibility="private")
-        page_api.register(lab)   # /convert and /run for scripts  # after a reload, watch the active (or last) run
+        page_api.register(lab)   # /convert and /run for scripts
     return demo
 
 
