@@ -129,8 +129,7 @@ class Store:
 
         One UPDATE … WHERE status='queued' … RETURNING; on PostgreSQL the candidate row is picked with
         FOR UPDATE SKIP LOCKED, so concurrent workers take different rows instead of waiting on one."""
-        candidate = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None))
-                     .order_by(Run.created_at, Run.id).limit(1))
+        candidate = _queue_order().limit(1)
         if self.dialect == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         now = utcnow()
@@ -142,9 +141,8 @@ class Store:
 
     def queued(self) -> list[str]:
         """Run ids waiting for a worker, in the order they will start."""
-        q = (select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None)).order_by(Run.created_at, Run.id))
         with self.session() as s:
-            return list(s.scalars(q))
+            return list(s.scalars(_queue_order()))
 
     def request_cancel(self, run_id: str) -> str | None:
         """Cancel a queued run at once; flag a running one for the process running it. Returns what it did
@@ -190,10 +188,6 @@ class Store:
                 s.execute(update(Run).where(Run.id.in_(gone), Run.status.in_(("running", "queued"))).values(
                     status="interrupted", finished_at=utcnow(), error=INTERRUPTED))
         return gone
-
-    def mark_interrupted(self, is_alive=None) -> list[str]:
-        """Start-up of a lab that owns no queue worker: `recover` with this machine's liveness check."""
-        return self.recover(is_alive)
 
     def delete_run(self, run_id: str) -> None:
         with self.session.begin() as s:
@@ -289,6 +283,11 @@ class Store:
         with self.session.begin() as s:
             for model in (MetricPoint, SampleRow, Artifact):
                 s.execute(delete(model).where(model.run_id == run_id))
+
+
+def _queue_order():
+    """Queued work oldest first: top-level runs (a round trip's hops are run by their chain, never claimed)."""
+    return select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None)).order_by(Run.created_at, Run.id)
 
 
 def _artifact_dict(a: Artifact) -> dict:
