@@ -23,7 +23,10 @@ CURVES_BY_EDGE = {
                           ("kl_train_best", "discrete: best KL to π* so far, per prompt scored")),
     "chain": (("kl_to_origin", "KL to the origin after each hop"), ("reward", "reward after each hop")),
     "reward->prompt": prz.CURVES,
-    "reward-model": (("loss", "head training loss (Sun et al. Eq. 8)"),),
+    "reward-model": (("loss", "head training loss (Sun et al. Eq. 8, or Eq. 6 for the discriminator)"),),
+    "demonstrations": (("loss", "training loss"), ("reward", "held-out reward"),
+                       ("nll_heldout", "SFT: held-out −log π(y*|x) per token"),
+                       ("d_accuracy", "adversarial: D_ω accuracy (Eq. 6)")),
 }
 POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
@@ -134,8 +137,12 @@ def result_figures(edge: str, metrics: dict, samples: list[dict]) -> tuple[go.Fi
                 metric_bars(metrics, ("pair_accuracy", "gap_closed"), "r* agreement and steering gap closed"))
     if edge == "best-of-n":
         return prp.bon_curve(metrics.get("results") or []), kl_bound_bars(metrics.get("results") or [])
+    if edge == "reward-model" and "heldout_accuracy" in metrics:   # the discriminator (Sun et al. §4.2)
+        return prd.discriminator_bars(metrics), derived_vs_reference(samples)
     if edge == "reward-model":
         return prd.orm_bon_curve(metrics), prd.score_histogram(samples, metrics)
+    if edge == "demonstrations":
+        return prd.demonstration_bars(metrics), prd.demonstration_fit(metrics)
     if edge == "parameter->prompt":
         return ppz.result_figures(metrics)
     if edge == "chain":

@@ -47,3 +47,40 @@ def score_histogram(samples: list[dict], metrics: dict) -> go.Figure:
                       title="ORM score of held-out replies" + (f" · AUC {auc:.2f}" if isinstance(auc, float) else ""),
                       legend=LEGEND, **LAYOUT)
     return fig
+
+
+# ---------- learning from demonstrations (engine/tasks/sft.py, discriminator.py, adversarial_imitation.py) ----------
+def _bars(items: list[tuple[str, float]], title: str, yaxis: str, colors: list[str]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items], marker_color=colors[:len(items)],
+                           text=[f"{v:.3f}" for _, v in items], textposition="outside"))
+    fig.update_layout(title=title, yaxis_title=yaxis, **LAYOUT)
+    return fig
+
+
+def demonstration_bars(metrics: dict) -> go.Figure:
+    """The reference reward (never trained on) of π0 and of the policy learned from demonstrations."""
+    keys = (("π0", ("reward_base", "reference_reward_before")), ("learned", ("reward_sft", "reference_reward_after")))
+    items = [(name, metrics[k]) for name, options in keys for k in options if isinstance(metrics.get(k), float)]
+    return _bars(items, "held-out reference reward", "mean reward", ["#7f7f7f", "#d62728"])
+
+
+def demonstration_fit(metrics: dict) -> go.Figure:
+    """SFT: the held-out demonstrations' NLL before and after; adversarial: D_ω's accuracy round by round."""
+    if metrics.get("rounds"):
+        rounds = metrics["rounds"]
+        fig = go.Figure(go.Scatter(x=[r["round"] for r in rounds], y=[r["d_accuracy"] for r in rounds],
+                                   mode="lines+markers", name="D_ω train accuracy"))
+        fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance: the policy passes for the expert")
+        fig.update_layout(title="discriminator accuracy per round (Eq. 6)", xaxis_title="round",
+                          yaxis_title="accuracy", **LAYOUT)
+        return fig
+    items = [(n, metrics[k]) for n, k in (("π0", "nll_before"), ("SFT", "nll_after")) if isinstance(metrics.get(k), float)]
+    return _bars(items, "held-out demonstrations: −log π(y*|x) per token", "nats/token", ["#7f7f7f", "#d62728"])
+
+
+def discriminator_bars(metrics: dict) -> go.Figure:
+    """How well D_ω tells the held-out demonstrations from the policy's replies, and how far its reward agrees
+    with the reference reward it never saw."""
+    names = ("heldout_accuracy", "heldout_auc", "agreement_pair_accuracy", "agreement_spearman")
+    items = [(n, metrics[n]) for n in names if isinstance(metrics.get(n), float)]
+    return _bars(items, "discriminator (Eqs. 6–7), held out", "", ["#1f77b4"] * 4)

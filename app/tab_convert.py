@@ -14,7 +14,8 @@ UPLOAD = "(uploaded file)"
 
 
 TASK_LABELS = {"best-of-n": "best-of-N (a reward at decoding time)",
-               "reward-model": "data → reward (an outcome reward model)"}
+               "reward-model": "data → reward (outcome model, or discriminator of demonstrations)",
+               "demonstrations": "data → parameter (SFT or adversarial imitation of demonstrations)"}
 
 
 def _edge_choices(lab) -> list[tuple[str, str]]:

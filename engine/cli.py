@@ -3,7 +3,9 @@
   convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
   convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
   bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
-  reward-model --scenario arithmetic [--method outcome|pairwise] [--policy prompt] [--set key=value ...] --json
+  reward-model --scenario arithmetic [--method outcome|pairwise|discriminator] [--policy prompt]
+               [--demonstrations FILE] [--set key=value ...] --json
+  sft --scenario arithmetic [--method sft|adversarial] [--demonstrations FILE] [--set key=value ...] --json
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   submit --from prompt --to parameter --scenario sentiment [...]   the arguments of convert: queue the run
   worker [--until-idle]  run queued runs (the page's, submit's) one at a time until stopped
@@ -64,6 +66,22 @@ def convert_overrides(args) -> dict[str, str]:
     return out | _given(args, *SHORTCUTS.values())
 
 
+DEMOS_HELP = ('a JSONL file of expert demonstrations, one {"input": ..., "reply": ...} a line (default: the '
+              "scenario's expert_demonstrations)")
+
+
+def scenario_with_demonstrations(name_or_path: str, path: str | None):
+    """The scenario, its expert demonstrations replaced by the file's when one is given (read whole first)."""
+    import dataclasses
+
+    from engine.demonstrations import load_demonstration_file
+    from engine.scenarios import load_scenario
+    scenario = load_scenario(name_or_path)
+    if not path:
+        return scenario
+    return dataclasses.replace(scenario, expert_demonstrations=load_demonstration_file(path))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m engine", description="Triangle Lab engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
     rm.add_argument("--method", default="outcome", help="outcome (Eq. 8, default) or pairwise (Eq. 4)")
     rm.add_argument("--policy", help="prompt (default), base, scenario:NAME or a run id")
+    rm.add_argument("--demonstrations", help=DEMOS_HELP)
     _add_sets(rm)
+    sf = sub.add_parser("sft", help="a policy learned from expert demonstrations: supervised fine-tuning (Sun et "
+                                    "al. §3.1.1) or adversarial imitation (§4.2, Eqs. 5–7: --method adversarial)")
+    sf.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    sf.add_argument("--method", default="sft", help="sft (default) or adversarial")
+    sf.add_argument("--demonstrations", help=DEMOS_HELP)
+    _add_sets(sf)
     cp = sub.add_parser("compare", help="policies of one scenario side by side on the same held-out inputs and "
                                         "seed: rewards ± s.e., the exact KL matrix, KL to π0 per reply")
     cp.add_argument("--scenario", required=True, help="built-in name or a scenario a stored run used")
@@ -159,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the commands that load the model: without one to load they stop before anything runs (exit 2, one line)
-MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "chain", "compare"}
+MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "sft", "chain", "compare"}
 
 
 def _dispatch(args) -> int:
@@ -208,8 +233,14 @@ def _dispatch(args) -> int:
     if args.command == "reward-model":
         lab = Lab()
         overrides = _parse_sets(args.sets) | _given(args, "policy")
-        return _finish(lab, lab.run_now(lab.prepare_task("reward-model", args.method, args.scenario, overrides)),
+        scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
+        return _finish(lab, lab.run_now(lab.prepare_task("reward-model", args.method, scenario, overrides)),
                        args.json)
+    if args.command == "sft":
+        lab = Lab()
+        scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
+        request = lab.prepare_task("demonstrations", args.method, scenario, _parse_sets(args.sets))
+        return _finish(lab, lab.run_now(request), args.json)
     if args.command == "chain":
         return _chain(Lab(), args)
     if args.command == "compare":

@@ -276,7 +276,9 @@ class JobRunner:
             with host.run_precision(getattr(config, "precision", "auto")):
                 self.store.update_run(run_id, config=cfg | {"runtime": host.runtime()},   # what it ran on
                                       model=host.model_name)
+                tokens_before = host.forward_tokens
                 result = spec.run(spec.name, config, ctx)
+                result.metrics.setdefault("forward_tokens", host.forward_tokens - tokens_before)
             check_artifact(spec, result.artifact)   # the artifact sits at the edge's target vertex
             self.store.add_samples(run_id, result.samples)
             a = result.artifact

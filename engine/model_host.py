@@ -71,6 +71,13 @@ class ModelHost:
         self.soft_prompts: dict[str, dict] = {}  # name -> {"embeds": (n, d), "first_id": int, "path": ...}
         self._soft_local = threading.local()     # virtual ids of the embedding call in flight (per thread)
         self._next_virtual_id: int | None = None  # hooks are installed with the first soft prompt
+        self.forward_tokens = 0   # token positions embedded by every forward (prefill, decode, scoring, training)
+        self.model.get_input_embeddings().register_forward_hook(self._count_tokens)
+
+    def _count_tokens(self, module, args, out) -> None:
+        """The compute a run cost, in the unit Table 1 reports: every position any forward embeds (padding
+        included: it is computed), whichever policy, adapter or caller."""
+        self.forward_tokens += args[0].numel()
 
     # ---------- device and precision ----------
     @property

@@ -61,12 +61,15 @@ EDGE_TITLES = [   # (from, to, title, section of 2406.16377)
 ]
 EDGES = {f"{a}->{b}": EdgeSpec(a, b, title, section, REGISTRY.get(f"{a}->{b}", {}))
          for a, b, title, section in EDGE_TITLES}
-# runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3) and a reward model learned
-# from golden-labelled data (§4.3)
+# runs that are not conversions: best-of-N decoding with a reward (Sun et al. §3), a reward model learned
+# from golden-labelled data (§4.3) or from demonstrations (§4.2), and a policy learned from demonstrations
+# (SFT, §3.1.1; adversarial imitation, §4.2)
 TASKS = {"best-of-n": EdgeSpec("reward", "generation", "Best-of-N", "Sun et al. §3", REGISTRY["best-of-n"],
                                key="best-of-n"),
-         "reward-model": EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.3",
-                                  REGISTRY["reward-model"], key="reward-model")}
+         "reward-model": EdgeSpec("data", "reward", "Reward model from data", "Sun et al. §4.2–4.3",
+                                  REGISTRY["reward-model"], key="reward-model"),
+         "demonstrations": EdgeSpec("data", "parameter", "Policy from expert demonstrations",
+                                    "Sun et al. §3.1.1, §4.2", REGISTRY["demonstrations"], key="demonstrations")}
 
 
 def get_task(name: str) -> EdgeSpec:

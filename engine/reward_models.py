@@ -209,6 +209,20 @@ def train_outcome_head(feats: torch.Tensor, correct: torch.Tensor, steps: int, l
     return _fit_head(feats, lambda head: outcome_loss(head(feats), correct), steps, lr, l2, seed, on_step)
 
 
+def train_discriminator_head(demo: torch.Tensor, policy: torch.Tensor, steps: int, lr: float, l2: float,
+                             seed: int = 0, on_step=None) -> BradleyTerryHead:
+    """Fit the discriminator D_ω = σ(head) of Sun et al. Eq. 6 on pooled features: expert demonstrations
+    (D → 1) against the policy's own replies (D → 0), full batch Adam on −Eq. 6 + l2·‖w‖². Its logit is the
+    reward of Eq. 7.
+
+    Args:
+        demo: (N, H) features of the expert replies; policy: (M, H) features of the policy's replies.
+    """
+    from engine.adversarial import discriminator_loss
+    return _fit_head(torch.cat([demo, policy]), lambda head: discriminator_loss(head(demo), head(policy)),
+                     steps, lr, l2, seed, on_step)
+
+
 def _fit_head(stats_from: torch.Tensor, loss_of, steps: int, lr: float, l2: float, seed: int,
               on_step) -> BradleyTerryHead:
     """A linear head on standardized features (mean/std of `stats_from`), from zero, by full-batch Adam."""

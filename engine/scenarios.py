@@ -4,6 +4,8 @@ Built-ins live in assets/scenarios/NAME.json; a user file with the same schema l
 prompt z is a system text plus optional demonstration turns (`"demonstrations": [{"user", "assistant"}]`),
 rendered by the model's own chat format: no chat-control tokens in a scenario. A file written for an older
 lab, with ChatML turns inside its prompt text, still loads: the turns are read out of the text.
+`"expert_demonstrations": [{"input", "reply"}]` are data, not prompt: expert replies that SFT and the
+adversarial discriminator learn from (engine/demonstrations.py).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.demonstrations import FIELD as EXPERT, Demonstration, parse_demonstrations as parse_expert
 from engine.errors import LabInputError
 from engine.policies import Policy, Prompt
 from engine.rewards import Reward, build_reward, check_reward_inputs
@@ -19,7 +22,7 @@ from engine.settings import ASSETS_DIR
 SCENARIO_DIR = ASSETS_DIR / "scenarios"
 MIN_TRAIN, MIN_HELDOUT = 8, 4
 REQUIRED = ("name", "prompt", "reward", "train_inputs", "heldout_inputs")
-OPTIONAL = ("description", "negative_prompt", "demonstrations")
+OPTIONAL = ("description", "negative_prompt", "demonstrations", EXPERT)
 CHATML = ("<|im_start|>", "<|im_end|>")
 
 
@@ -33,6 +36,7 @@ class Scenario:
     description: str = ""
     negative_prompt: str = ""
     demonstrations: tuple[tuple[str, str], ...] = ()   # (user, assistant) turns after the system text z
+    expert_demonstrations: tuple[Demonstration, ...] = ()   # D_demo: expert (x, y*) data, not part of z
     source: str = field(default="", compare=False)
 
     def reward(self) -> Reward:
@@ -53,6 +57,8 @@ class Scenario:
              "train_inputs": self.train_inputs, "heldout_inputs": self.heldout_inputs}
         if self.demonstrations:
             d["demonstrations"] = [{"user": u, "assistant": a} for u, a in self.demonstrations]
+        if self.expert_demonstrations:
+            d[EXPERT] = [e.to_dict() for e in self.expert_demonstrations]
         return d
 
 
@@ -108,7 +114,8 @@ def parse_scenario(data: object, source: str = "") -> Scenario:
     return Scenario(name=data["name"].strip(), prompt=prompt, reward_spec=data["reward"],
                     train_inputs=train, heldout_inputs=heldout,
                     description=data.get("description", ""), negative_prompt=data.get("negative_prompt", ""),
-                    demonstrations=old_turns or turns, source=source)
+                    demonstrations=old_turns or turns,
+                    expert_demonstrations=parse_expert(data[EXPERT]) if EXPERT in data else (), source=source)
 
 
 def parse_demonstrations(raw: object, field: str) -> tuple[tuple[str, str], ...]:

@@ -34,12 +34,13 @@ def update(opt: torch.optim.Optimizer, params: list[torch.Tensor], loss: torch.T
 
 def train(params: list[torch.Tensor], steps: int, lr: float, step: StepFn, progress, span: tuple[float, float],
           model: torch.nn.Module, eval_every: int = 0, live_eval: Callable[[], dict] | None = None,
-          optimizer: type = torch.optim.AdamW, note: Callable[[], str] | None = None) -> None:
+          optimizer: type = torch.optim.AdamW, note: Callable[[], str] | None = None, first_step: int = 0) -> None:
     """Run `steps` updates of `params`; progress goes from span[0] to span[1] with every step's points.
 
     `live_eval` (in eval mode) adds held-out points every `eval_every` steps, except after the last one (the
     method's final evaluation measures that); `note()` is added to each step's stage text (a method's live
-    warning). The model is left in eval mode."""
+    warning); `first_step` offsets the step numbers on the curves (a later round of alternating training).
+    The model is left in eval mode."""
     opt = optimizer(params, lr=lr, weight_decay=0.0)
     lo, hi = span
     t0 = time.perf_counter()
@@ -58,6 +59,6 @@ def train(params: list[torch.Tensor], steps: int, lr: float, step: StepFn, progr
                 points |= live_eval()
                 model.train(was_training)
             stage = f"training step {i + 1}/{steps}" + (note() if note else "")
-            progress(lo + (hi - lo) * (i + 1) / steps, stage, step=i + 1, points=points)
+            progress(lo + (hi - lo) * (i + 1) / steps, stage, step=first_step + i + 1, points=points)
     finally:
         model.eval()

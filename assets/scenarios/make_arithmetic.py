@@ -1,7 +1,9 @@
 """Write assets/scenarios/arithmetic.json: one- and two-digit word problems with golden answers.
 
 Deterministic (a fixed seed): `python assets/scenarios/make_arithmetic.py` rewrites the same file.
-The golden answers travel in the reward spec, {"kind": "exact-number", "answers": {input: number}}.
+The golden answers travel in the reward spec, {"kind": "exact-number", "answers": {input: number}}; the
+expert demonstrations (Sun et al. §3.1.1: what SFT imitates) are the worked solution of every input, written
+as z's worked examples are: "a + b = c.\nAnswer: c".
 """
 from __future__ import annotations
 
@@ -26,43 +28,48 @@ DEMONSTRATIONS = [
 NEGATIVE = "You never do arithmetic. Reply with a vague comment about the story and no numbers."
 
 
-def _add(rng: random.Random) -> tuple[str, int]:
+def _add(rng: random.Random) -> tuple[str, int, str]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(2, 60), rng.randint(2, 39)
-    return f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b
+    return f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b, f"{a} + {b}"
 
 
-def _sub(rng: random.Random) -> tuple[str, int]:
+def _sub(rng: random.Random) -> tuple[str, int, str]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a = rng.randint(10, 99)
     b = rng.randint(1, a - 1)
-    return f"{name} had {a} {item} and gave away {b}. How many {item} are left?", a - b
+    return f"{name} had {a} {item} and gave away {b}. How many {item} are left?", a - b, f"{a} - {b}"
 
 
-def _mul(rng: random.Random) -> tuple[str, int]:
+def _mul(rng: random.Random) -> tuple[str, int, str]:
     item = rng.choice(ITEMS)
     a, b = rng.randint(2, 9), rng.randint(2, 12)
-    return f"There are {a} boxes with {b} {item} in each box. How many {item} are there in all?", a * b
+    return f"There are {a} boxes with {b} {item} in each box. How many {item} are there in all?", a * b, f"{a} x {b}"
 
 
-def _bare(rng: random.Random) -> tuple[str, int]:
+def _bare(rng: random.Random) -> tuple[str, int, str]:
     """A plain sum, the easiest kind: the small model gets some of these right."""
     a, b = rng.randint(1, 20), rng.randint(1, 20)
-    return f"What is {a} plus {b}?", a + b
+    return f"What is {a} plus {b}?", a + b, f"{a} + {b}"
 
 
 KINDS = (_add, _sub, _mul, _bare)
 
 
-def problems(n: int, seed: int = SEED) -> list[tuple[str, int]]:
-    """n distinct problems, the kinds in turn."""
+def problems(n: int, seed: int = SEED) -> list[tuple[str, int, str]]:
+    """n distinct problems (question, answer, calculation), the kinds in turn."""
     rng, out, seen = random.Random(seed), [], set()
     while len(out) < n:
-        q, a = KINDS[len(out) % len(KINDS)](rng)
+        q, a, calc = KINDS[len(out) % len(KINDS)](rng)
         if q not in seen:
             seen.add(q)
-            out.append((q, a))
+            out.append((q, a, calc))
     return out
+
+
+def worked_solution(answer: int, calc: str) -> str:
+    """The expert reply to one problem, in the form of z's worked examples."""
+    return f"{calc} = {answer}.\nAnswer: {answer}"
 
 
 def scenario() -> dict:
@@ -72,9 +79,10 @@ def scenario() -> dict:
                             "number). z is an instruction followed by three worked examples (demonstration turns) "
                             "that the model copies."),
             "prompt": PROMPT, "demonstrations": DEMONSTRATIONS, "negative_prompt": NEGATIVE,
-            "reward": {"kind": "exact-number", "answers": {q: a for q, a in pool}},
-            "train_inputs": [q for q, _ in pool[:N_TRAIN]],
-            "heldout_inputs": [q for q, _ in pool[N_TRAIN:]]}
+            "reward": {"kind": "exact-number", "answers": {q: a for q, a, _ in pool}},
+            "train_inputs": [q for q, _, _ in pool[:N_TRAIN]],
+            "heldout_inputs": [q for q, _, _ in pool[N_TRAIN:]],
+            "expert_demonstrations": [{"input": q, "reply": worked_solution(a, calc)} for q, a, calc in pool]}
 
 
 if __name__ == "__main__":

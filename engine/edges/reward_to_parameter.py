@@ -181,10 +181,11 @@ def _saturated(signals: list[float], train_rewards: list[float], threshold: floa
 
 
 # ---------- training ----------
-def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
-           reward) -> tuple[list[float], list[float]]:
+def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy, reward,
+           span: tuple[float, float] = (0.1, 0.9), first_step: int = 0) -> tuple[list[float], list[float]]:
     """On-policy: every step samples k replies per input from the current policy, then takes one update.
-    Returns each step's reward signal and mean train reward."""
+    Returns each step's reward signal and mean train reward. `first_step` numbers the steps of a later round
+    of training (adversarial imitation alternates rounds) after the earlier ones, on the curves and seeds."""
     host = ctx.host
     train_x = ctx.scenario.train_inputs[:config.n_train or None]
     batches = shuffled_batches(len(train_x), config.batch_size, random.Random(config.seed))
@@ -195,7 +196,7 @@ def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
         xs = [train_x[j] for j in next(batches)]
         host.model.eval()   # sampling (and mixed-adapter batches) refuse training mode
         batch = sample_and_score(host, policy, xs, reward, config.k, config.max_new_tokens, config.temperature,
-                                 seed=config.seed * 100003 + i + 17)
+                                 seed=config.seed * 100003 + first_step + i + 17)
         signals.append(reward_signal(batch.rewards, config.k))
         train_rewards.append(batch.mean_reward)
         loss, points = loss_fn(config, host, policy, batch)
@@ -205,8 +206,8 @@ def _train(loss_fn: Callable, config: RLConfig, ctx: RunContext, policy: Policy,
         low = low_signal_steps(signals) >= PATIENCE
         return " · little reward signal: every reply of most inputs scores the same" if low else ""
     training.train(host.trainable_parameters(policy.adapter), config.steps, config.lr, step, ctx.on_progress,
-                   (0.1, 0.9), host.model, config.eval_every,
-                   lambda: _live_eval(config, ctx, policy, reward), note=note)
+                   span, host.model, config.eval_every,
+                   lambda: _live_eval(config, ctx, policy, reward), note=note, first_step=first_step)
     return signals, train_rewards
 
 

@@ -189,7 +189,7 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
 _METRICS = ("auc", "pair_accuracy", "auc_confidence", "pair_accuracy_confidence", "bon")
 register(TASK, "outcome", title="Outcome reward model (ORM) from golden-labelled replies",
          equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
-         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward")
+         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward", default=True)
 register(TASK, "pairwise", title="Bradley-Terry on right-vs-wrong replies of the same input",
          equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −Σ log σ(r_ω(x,y+) − r_ω(x,y−)), E(y+)=1, E(y−)=0 (Eq. 4)",
          config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward")
