@@ -11,7 +11,7 @@ if __package__ in (None, ""):  # run as a file, e.g. a Hugging Face Space's `app
 
 import gradio as gr  # noqa: E402
 
-from app import page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history  # noqa: E402
+from app import page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history, tab_table1  # noqa: E402
 
 CSS = (".lab-progress {width: 100%; min-width: 300px}"
        " .caption p {font-size: 0.95em; color: #444; margin-top: 0}"
@@ -33,6 +33,7 @@ def build_app(lab) -> gr.Blocks:
         with gr.Tab("History"):
             tab_history.build(lab, selected_run)
         tab_chain.build(lab)   # "Round trips"
+        tab_table1.build(lab)  # "Table 1" (Sun et al.)
         with gr.Tab("About"):
             tab_about.build(lab)
 

@@ -11,6 +11,7 @@ from app import plots_reward_parameter as prp
 from engine.errors import LabInputError
 
 UPLOAD = "(uploaded file)"
+DATA_FILE_EDGES = ("prompt->reward", "reward-model", "demonstrations")   # the runs that read a JSONL file
 
 
 TASK_LABELS = {"best-of-n": "best-of-N (a reward at decoding time)",
@@ -50,6 +51,10 @@ def build(lab, selected_run: gr.State) -> None:
             scenario = gr.Dropdown(lab.scenarios() + [UPLOAD], value="sentiment", label="Scenario",
                                    info="A built-in scenario, or upload a JSON file with the same schema.")
             upload = gr.File(label="Scenario file (JSON)", file_types=[".json"], visible=False)
+            data_file = gr.File(label="Data file (JSONL): preference pairs {prompt, chosen, rejected} for "
+                                      "prompt → reward (bradley-terry), or expert demonstrations {input, reply} "
+                                      "for data → parameter and the discriminator", file_types=[".jsonl"],
+                                visible=False, elem_id="data-file")
             scenario_info = gr.Markdown(_scenario_markdown(lab.scenario("sentiment")))
         with gr.Column(scale=2):
             edge = gr.Radio(_edge_choices(lab), value="prompt->parameter", label="Edge (from → to)",
@@ -79,15 +84,17 @@ def build(lab, selected_run: gr.State) -> None:
                     inputs.append(_field_input(f))
         run_btn = gr.Button("Run", variant="primary", elem_id="run-button")
 
-        def submit(scen, file, *values):
+        def submit(scen, file, data, *values):
             overrides = {f["name"]: v for f, v in zip(fields, values) if v != f["default"]}
             try:
-                request = lab.prepare_task(edge_name, method_name, _scenario_source(scen, file), overrides)
+                source, overrides = lab.with_data_file(edge_name, method_name, _scenario_source(scen, file),
+                                                       overrides, data)
+                request = lab.prepare_task(edge_name, method_name, source, overrides)
             except LabInputError as e:
                 return gr.update(), f"<span style='color:#d62728'>**Cannot run:** {e}</span>"
             run_id = lab.submit(request)
             return run_id, f"Submitted run `{run_id}`; it runs in the background — you can reload or close the page."
-        run_btn.click(submit, [scenario, upload, *inputs], [selected_run, status],
+        run_btn.click(submit, [scenario, upload, data_file, *inputs], [selected_run, status],
                       api_visibility="private")   # drawn per method: scripts use /convert (app/page_api.py)
 
     with gr.Row():
@@ -191,6 +198,7 @@ def build(lab, selected_run: gr.State) -> None:
     wanted_method = gr.State(None)
     edge.change(on_edge, [edge, wanted_method], [triangle, method, equation, edge_note, wanted_method],
                 api_visibility="private")
+    edge.change(lambda e: gr.update(visible=e in DATA_FILE_EDGES), edge, data_file, api_visibility="private")
     selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method],
                         api_visibility="private")
     method.change(on_method, [edge, method], equation, api_visibility="private")

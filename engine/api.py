@@ -94,6 +94,34 @@ class Lab:
         """Like `prepare`, for a task that is not an edge (e.g. "best-of-n")."""
         return prepare_task(get_task(task), method, scenario, overrides, lookup=self.store.get_run)
 
+    def with_data_file(self, task: str, method: str, scenario, overrides: dict, path: str | None):
+        """(scenario, overrides) with a JSONL file a user uploaded: preference pairs for a method that has a
+        `preference_file` setting (the Bradley-Terry reward, Eq. 4), else expert demonstrations replacing the
+        scenario's (SFT, adversarial imitation, the discriminator). Pairs are copied into the data dir under
+        their content's hash, so the run and any rerun read the same bytes; demonstrations travel inside the
+        run's stored scenario. A bad file is refused naming its line, before anything is written."""
+        import dataclasses
+        import hashlib
+        from pathlib import Path
+
+        from engine.demonstrations import load_demonstration_file
+        if not path:
+            return scenario, overrides
+        fields = {f["name"] for f in self.task_fields(task, method)}
+        if "preference_file" in fields:
+            from engine.reward_models import load_preference_file
+            load_preference_file(path)
+            raw = Path(path).read_bytes()
+            kept = self.settings.data_dir / "uploads" / f"{hashlib.sha256(raw).hexdigest()[:16]}.jsonl"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(raw)
+            return scenario, overrides | {"preference_file": str(kept)}
+        if task not in ("demonstrations", "reward-model"):
+            raise LabInputError(f"data file: {task} ({method}) reads no file; preference pairs go to prompt → reward "
+                                "(bradley-terry), demonstrations to data → parameter or the discriminator")
+        sc = scenario if not isinstance(scenario, str) else load_scenario(scenario)
+        return dataclasses.replace(sc, expert_demonstrations=load_demonstration_file(path, "data file")), overrides
+
     def scenario_of_run(self, run_id: str | None) -> dict:
         """The scenario a stored run used (so `--source-run` alone is enough on the command line)."""
         if not run_id:
@@ -148,9 +176,27 @@ class Lab:
         return self.jobs.cancel(run_id)
 
     def _execute_chain_row(self, run: dict, cancel) -> None:
-        """A worker took a queued round trip: rebuild its request from the row and run its hops."""
+        """A worker took a queued round trip or Table 1: rebuild its request from the row and run its steps."""
+        if run["edge"] == "table1":
+            from engine.table1 import execute_table1, restore_table1
+            execute_table1(self, restore_table1(run["config"]), run["run_id"], cancel)
+            return
         from engine.chain import execute_chain, restore_chain
         execute_chain(self, restore_chain(run["config"], lookup=self.store.get_run), run["run_id"], cancel)
+
+    def table1(self, scenario, overrides: dict | None = None) -> str:
+        """Sun et al.'s Table 1 on `scenario`, run in this thread (engine/table1.py); the parent run's id."""
+        from engine.table1 import prepare_table1, run_table1
+        sc = scenario if not isinstance(scenario, str) else load_scenario(scenario)
+        return run_table1(self, prepare_table1(sc, overrides))
+
+    def start_table1(self, scenario, overrides: dict | None = None) -> str:
+        """Queue a Table 1 for this process's worker (the page); its run id."""
+        from engine.table1 import create_table1_run, prepare_table1
+        sc = scenario if not isinstance(scenario, str) else load_scenario(scenario)
+        run_id = create_table1_run(self.store, prepare_table1(sc, overrides))
+        self.jobs.wake()
+        return run_id
 
     def rerun(self, run_id: str) -> str:
         """Queue a new run with the settings of `run_id` (e.g. one interrupted by a restart)."""

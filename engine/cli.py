@@ -6,6 +6,7 @@
   reward-model --scenario arithmetic [--method outcome|pairwise|discriminator] [--policy prompt]
                [--demonstrations FILE] [--set key=value ...] --json
   sft --scenario arithmetic [--method sft|adversarial] [--demonstrations FILE] [--set key=value ...] --json
+  table1 --scenario arithmetic [--preset quick|default|tiny] [--demonstrations FILE] --json   Sun et al.'s Table 1
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   submit --from prompt --to parameter --scenario sentiment [...]   the arguments of convert: queue the run
   worker [--until-idle]  run queued runs (the page's, submit's) one at a time until stopped
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--method", default="sft", help="sft (default) or adversarial")
     sf.add_argument("--demonstrations", help=DEMOS_HELP)
     _add_sets(sf)
+    t1 = sub.add_parser("table1", help="Sun et al.'s Table 1 live: zero-shot, few-shot, prompt search, SFT, RL "
+                                       "(golden / learned reward), best-of-N and joint strategies on one task")
+    t1.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
+    t1.add_argument("--preset", help="quick (default), default or tiny: the sizes of the runs behind the rows")
+    t1.add_argument("--demonstrations", help=DEMOS_HELP)
+    _add_sets(t1)
     cp = sub.add_parser("compare", help="policies of one scenario side by side on the same held-out inputs and "
                                         "seed: rewards ± s.e., the exact KL matrix, KL to π0 per reply")
     cp.add_argument("--scenario", required=True, help="built-in name or a scenario a stored run used")
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the commands that load the model: without one to load they stop before anything runs (exit 2, one line)
-MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "sft", "chain", "compare"}
+MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "sft", "table1", "chain", "compare"}
 
 
 def _dispatch(args) -> int:
@@ -241,6 +248,13 @@ def _dispatch(args) -> int:
         scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
         request = lab.prepare_task("demonstrations", args.method, scenario, _parse_sets(args.sets))
         return _finish(lab, lab.run_now(request), args.json)
+    if args.command == "table1":
+        from engine.table1 import table1_summary
+        lab = Lab()
+        scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
+        run = lab.run(lab.table1(scenario, _parse_sets(args.sets) | _given(args, "preset")))
+        _print(table1_summary(run), args.json)
+        return _exit_status(run)
     if args.command == "chain":
         return _chain(Lab(), args)
     if args.command == "compare":

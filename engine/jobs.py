@@ -46,6 +46,7 @@ def _process_start(pid: int) -> str:
 
 log = logging.getLogger("triangle_lab.jobs")
 CHAIN_EDGE = "chain"   # engine/chain.py's parent rows
+COMPOSITE_EDGES = (CHAIN_EDGE, "table1")   # parent rows whose steps are runs of their own (engine/table1.py)
 OWNER = f"{os.getpid()}.{_process_start(os.getpid())}@{socket.gethostname()}"
 
 
@@ -258,7 +259,7 @@ class JobRunner:
 
     def _execute(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
-        if run["edge"] == CHAIN_EDGE:   # a round trip: its hops run through execute(), in this thread
+        if run["edge"] in COMPOSITE_EDGES:   # a round trip, a Table 1: their steps run through execute(), here
             self._execute_chain(run)
             return
         cfg = run["config"]

@@ -1,7 +1,8 @@
 """References from one run to what other runs made: an adapter, a prompt, a reward.
 
-Configs name them as text: a policy is `base`, `prompt` (the scenario's z), `scenario:NAME` (another
-scenario's z) or a run id (its adapter or prompt artifact); a reward is empty (the scenario's reference
+Configs name them as text: a policy is `base`, `prompt` (the scenario's z), `instruction` (z's text without
+its worked examples), `few-shot` (z's text with worked examples: its own, or its expert demonstrations'),
+`scenario:NAME` (another scenario's z) or a run id (its adapter or prompt artifact); a reward is empty (the scenario's reference
 reward) or a run id (its reward artifact). Each config lists its reference fields in `REFERENCES`
 ({field: "policy" | "adapter" | "reward" | "soft_prompt"}) so they are checked before a run is created, and resolved
 inside the run through `ctx.lookup`.
@@ -14,13 +15,13 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.errors import LabInputError
-from engine.policies import BASE, Policy, policy_from_spec, policy_spec  # noqa: F401 (policy_spec: re-exported)
+from engine.policies import BASE, Policy, Prompt, policy_from_spec, policy_spec  # noqa: F401 (policy_spec: re-exported)
 
 Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
 KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt", "soft_prompt"),
             "soft_prompt": ("soft_prompt",), "initial_adapter": ("adapter",)}
 OPTIONAL = ("reward", "soft_prompt", "initial_adapter")   # reference kinds a config may leave empty
-BUILTIN_POLICIES = ("base", "prompt")
+BUILTIN_POLICIES = ("base", "prompt", "instruction", "few-shot")
 
 
 def references(config) -> dict[str, str]:
@@ -74,6 +75,10 @@ def resolve_policy(ref: str, ctx, field: str = "policy") -> Policy:
         return BASE
     if ref == "prompt":
         return ctx.scenario.prompt_policy(f"{ctx.scenario.name} prompt")
+    if ref == "instruction":   # z's text alone, without worked examples: zero-shot prompting
+        return Prompt(ctx.scenario.prompt).policy(f"{ctx.scenario.name} instruction")
+    if ref == "few-shot":
+        return ctx.scenario.few_shot_z.policy(f"{ctx.scenario.name} few-shot")
     if ref.startswith("scenario:"):
         name = ref.split(":", 1)[1]
         return _scenario_prompt(ref, field).policy(f"{name} prompt")
@@ -123,7 +128,7 @@ def _scenario_prompt(ref: str, field: str):
 
 
 def _expected(what: str) -> str:
-    return {"policy": "base, prompt, scenario:NAME or a run id",
+    return {"policy": "base, prompt, instruction, few-shot, scenario:NAME or a run id",
             "adapter": "the id of a run that made an adapter",
             "reward": "the id of a run that made a reward",
             "soft_prompt": "the id of a run that made a soft prompt",

@@ -21,6 +21,7 @@ from engine.settings import ASSETS_DIR
 
 SCENARIO_DIR = ASSETS_DIR / "scenarios"
 MIN_TRAIN, MIN_HELDOUT = 8, 4
+FEW_SHOT = 3   # worked examples of a few-shot prompt made from expert demonstrations
 REQUIRED = ("name", "prompt", "reward", "train_inputs", "heldout_inputs")
 OPTIONAL = ("description", "negative_prompt", "demonstrations", EXPERT)
 CHATML = ("<|im_start|>", "<|im_end|>")
@@ -50,6 +51,16 @@ class Scenario:
     def prompt_policy(self, label: str = "prompt") -> Policy:
         """π0(·|x, z)."""
         return self.z.policy(label)
+
+    @property
+    def few_shot_z(self) -> Prompt:
+        """Few-shot prompting (in-context learning, Sun et al. §3.1.1): z's instruction with worked examples —
+        its own demonstration turns, or else its first FEW_SHOT expert demonstrations of train inputs."""
+        if self.demonstrations:
+            return self.z
+        held = set(self.heldout_inputs)
+        shots = [(d.input, d.reply) for d in self.expert_demonstrations if d.input not in held][:FEW_SHOT]
+        return Prompt(self.prompt, tuple(shots))
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "description": self.description, "prompt": self.prompt,

@@ -150,3 +150,24 @@ def test_cli_sft_refuses_a_bad_demonstration_file_and_writes_nothing(engine_cli,
     res = engine_cli("sft", "--scenario", "arithmetic", "--demonstrations", str(bad), "--json")
     assert res.returncode == 2 and "line 2: missing 'reply'" in res.stderr
     assert json.loads(engine_cli("runs", "--json").stdout) == []
+
+
+def test_a_data_file_uploaded_in_the_page_feeds_the_run_that_reads_it(tmp_path, settings):
+    from engine.api import Lab
+    lab = Lab(settings=settings, host_factory=lambda: None)
+    demos = _write(tmp_path, ['{"input": "Say hi.", "reply": "Hi!"}', '{"input": "Say bye.", "reply": "Bye!"}'])
+    sc, overrides = lab.with_data_file("demonstrations", "sft", "sentiment", {"steps": 2}, str(demos))
+    assert sc.expert_demonstrations == (Demonstration("Say hi.", "Hi!"), Demonstration("Say bye.", "Bye!"))
+    assert overrides == {"steps": 2}
+    assert lab.prepare_task("demonstrations", "sft", sc, overrides).scenario.expert_demonstrations == \
+        sc.expert_demonstrations   # the run's stored scenario carries them
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "a", "chosen": "good", "rejected": "bad"}\n'
+                     '{"prompt": "b", "chosen": "yes", "rejected": "no"}\n', encoding="utf-8")
+    _, overrides = lab.with_data_file("prompt->reward", "bradley-terry", "sentiment", {}, str(pairs))
+    kept = overrides["preference_file"]
+    assert kept.startswith(str(settings.data_dir / "uploads")) and open(kept).read() == pairs.read_text()
+    with pytest.raises(LabInputError, match="data file, line 1: missing 'reply'"):
+        lab.with_data_file("reward-model", "discriminator", "sentiment", {}, str(_write(tmp_path, ['{"input": "a"}'])))
+    with pytest.raises(LabInputError, match="reads no file"):
+        lab.with_data_file("best-of-n", "bon", "sentiment", {}, str(demos))

@@ -5,7 +5,7 @@ import pytest
 from engine.api import Lab
 from engine.settings import Settings
 
-NAMED = {"/convert", "/run", "/cancel", "/run_again", "/steer", "/compare", "/history", "/export", "/delete_run",
+NAMED = {"/convert", "/run", "/cancel", "/run_again", "/steer", "/compare", "/history", "/export", "/delete_run", "/table1",
          "/round_trip", "/cancel_round_trip"}
 
 

@@ -1,0 +1,38 @@
+"""Sun et al.'s Table 1 as a chart: the task metric against the compute each strategy cost (pure: rows in,
+plotly figure out)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+LEVER_COLORS = {"θ": "#d62728", "ψ": "#1f77b4", "L": "#2ca02c", "none": "#7f7f7f"}
+
+
+def lever(row: dict) -> str:
+    """Which of the three levers a single strategy moves (θ fine-tuning, ψ the prompter, L inference samples)."""
+    if row["theta"] == "optimized":
+        return "θ"
+    if row["psi"] == "optimized":
+        return "ψ"
+    return "L" if row["L"] > 1 else "none"
+
+
+def metric_vs_compute(rows: list[dict], metric_name: str = "metric") -> go.Figure:
+    """One point per strategy: forward tokens (log scale) against the metric ± its standard error; single
+    levers coloured by lever, joint strategies as open diamonds."""
+    fig = go.Figure()
+    for joint in (False, True):
+        pts = [r for r in rows if bool(r.get("joint")) == joint]
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["forward_tokens"] for r in pts], y=[r["metric"] for r in pts], mode="markers+text",
+            text=[r["strategy"] for r in pts], textposition="top center", textfont=dict(size=10),
+            error_y=dict(type="data", array=[r["stderr"] for r in pts], thickness=1),
+            marker=dict(size=11, symbol="diamond-open" if joint else "circle",
+                        color=[LEVER_COLORS[lever(r)] for r in pts], line=dict(width=2)),
+            name="joint (two levers)" if joint else "one lever", hovertemplate="%{text}: %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(type="log", title="compute: forward tokens (training + answering)")
+    fig.update_layout(title=f"{metric_name} vs compute · colour: the lever (θ red, ψ blue, L green)",
+                      yaxis_title=metric_name, height=440, template="plotly_white",
+                      margin=dict(l=50, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
+    return fig

@@ -1,0 +1,71 @@
+"""Table 1 tab: Sun et al.'s strategies side by side on one task (engine/table1.py) — zero-shot, few-shot,
+prompt search, SFT, RL with the golden or a learned reward, best-of-N and the joint ones — with one metric,
+its standard error, KL to π0 and the compute each cost. Every row's runs are ordinary runs (History lists them)
+and are reused when one with the same settings exists."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from app import plots_table1, views
+from engine.errors import LabInputError
+
+INTRO = ("**Sun et al. 2024, Table 1, run live.** Three levers move a language model's answers: its weights θ "
+         "(fine-tuning), its prompt ψ and the number L of replies sampled at inference, of which a reward picks "
+         "the best. Each row moves one lever or two; all rows are measured on the same held-out inputs and seeds. "
+         "`quick` takes about 20 minutes on 2 CPU cores the first time; a second run reuses every stored run.")
+COLUMNS = ["strategy", "theta", "psi", "L", "metric", "stderr", "kl_to_base", "wall_s", "forward_tokens", "reused_run"]
+
+
+def build(lab) -> None:
+    with gr.Tab("Table 1"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            scenario = gr.Dropdown(lab.scenarios(), value="arithmetic", label="Scenario", scale=1)
+            preset = gr.Radio(["quick", "default", "tiny"], value="quick", label="Preset", scale=2,
+                              info="quick: short training · default: each method's defaults · tiny: a smoke run")
+        with gr.Row():
+            run_btn = gr.Button("Run Table 1", variant="primary", elem_id="table1-run")
+            cancel_btn = gr.Button("Cancel", variant="stop")
+        status = gr.HTML(views.progress_html(None))
+        chart = gr.Plot(show_label=False, elem_id="table1-chart")
+        table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="table1-rows")
+        run_id, shown = gr.State(None), gr.State(None)
+        timer = gr.Timer(2.0)
+
+        # ---- events ----
+        run_btn.click(lambda s, p: _start(lab, s, p), [scenario, preset], [run_id, status], api_name="table1")
+        cancel_btn.click(lambda rid: lab.cancel(rid) if rid else None, [run_id], None, api_visibility="private")
+        timer.tick(lambda rid, last: _refresh(lab, rid, last), [run_id, shown], [status, chart, table, shown],
+                   api_visibility="private")
+
+
+def _start(lab, scenario: str, preset: str):
+    try:
+        rid = lab.start_table1(scenario, {"preset": preset})
+    except LabInputError as e:
+        return gr.skip(), f"<div style='color:#d62728'><b>Cannot start:</b> {e}</div>"
+    return rid, views.progress_html(lab.run(rid))
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows as the table shows them, numbers rounded for reading."""
+    df = pd.DataFrame(rows or [], columns=COLUMNS)
+    for col, digits in (("metric", 3), ("stderr", 3), ("kl_to_base", 4)):
+        df[col] = df[col].astype(float).round(digits)
+    return df
+
+
+def _refresh(lab, run_id: str | None, last):
+    """Redraw only when the run moved: the status line while it runs, the chart and table once it has rows."""
+    run = lab.run(run_id) if run_id else None
+    if run is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    state = (run["status"], run.get("progress"), run.get("stage"))
+    if state == last:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    m = run.get("metrics") or {}
+    if not m.get("rows"):
+        return views.progress_html(run), gr.skip(), gr.skip(), state
+    return (views.progress_html(run), plots_table1.metric_vs_compute(m["rows"], m.get("metric_name") or "metric"),
+            rows_frame(m["rows"]), state)

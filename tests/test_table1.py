@@ -1,0 +1,59 @@
+"""Sun et al.'s Table 1 live (engine/table1.py): the row arithmetic on hand-made samples, then a smoke run of
+every strategy on the embedded model, whose second call reuses every run behind its rows."""
+import json
+import math
+
+import pytest
+
+from engine.table1 import M, mean_and_stderr, per_input
+
+STRATEGIES = ["zero-shot", "few-shot", "prompt-search", "sft", "rl-golden", "rl-learned-rm", "adversarial-imitation",
+              "bon-golden-4", "bon-golden-16", "bon-learned-rm-16", "few-shot+bon-learned-rm-16",
+              "prompt-search+bon-learned-rm-16", "sft+bon-learned-rm-16", "rl-golden+bon-learned-rm-16",
+              "rl-learned-rm+bon-learned-rm-16", "adversarial-imitation+bon-learned-rm-16"]
+
+
+def _samples(golden: list[float], learned: list[float], x: str = "x") -> list[dict]:
+    return [{"input": x, "reward": g, "selection_reward": s, "sample_index": i}
+            for i, (g, s) in enumerate(zip(golden, learned))]
+
+
+def test_rows_are_exact_expectations_over_the_stored_samples():
+    rows = _samples([0.0, 1.0, 0.0], [0.9, 0.1, 0.5]) + _samples([1.0, 1.0, 1.0], [0, 0, 0], "y")
+    assert per_input(rows, None, 1) == [pytest.approx(1 / 3), 1.0]          # L = 1: the mean
+    # best of 2 by the golden metric: 2 of the 3 pairs hold the right reply
+    assert per_input(rows, "reward", 2)[0] == pytest.approx(2 / 3)
+    # by the learned reward: it prefers the wrong replies (0.9, 0.5) over the right one (0.1): never picks it
+    assert per_input(rows, "selection_reward", 2)[0] == 0.0
+    mean, se = mean_and_stderr([0.0, 1.0])
+    assert (mean, se) == (0.5, pytest.approx(math.sqrt(0.5 / 2)))
+
+
+def test_table1_runs_every_strategy_and_a_second_call_reuses_its_runs(engine_cli):
+    args = ("table1", "--scenario", "arithmetic", "--preset", "tiny", "--set", "n_heldout=2",
+            "--set", "max_new_tokens=8", "--json")
+    first = engine_cli(*args)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["metric_name"] == "exact match" and out["scenario"] == "arithmetic"
+    rows = {r["strategy"]: r for r in out["rows"]}
+    assert [r["strategy"] for r in out["rows"]] == STRATEGIES
+    for r in out["rows"]:
+        assert 0 <= r["metric"] <= 1 and r["stderr"] >= 0 and r["forward_tokens"] > 0 and r["wall_s"] > 0
+        assert not r["reused_run"] and r["L"] in (1, 4, 16) and set(r) >= {"theta", "psi", "kl_to_base"}
+    # the oracle at inference can only gain with N (exact expectations over the same 16 samples per input)
+    assert rows["zero-shot"]["metric"] <= rows["bon-golden-4"]["metric"] <= rows["bon-golden-16"]["metric"]
+    # a strategy costs what made it: 16 replies cost more than 4; selecting by the learned reward pays for the
+    # reward model; RL on it is made by three runs (the reward model, RL, its evaluation pool)
+    assert rows["bon-golden-16"]["forward_tokens"] > rows["bon-golden-4"]["forward_tokens"]
+    assert rows["bon-learned-rm-16"]["forward_tokens"] > rows["bon-golden-16"]["forward_tokens"]
+    assert len(rows["rl-learned-rm"]["runs"]) == 3 and rows["bon-learned-rm-16"]["joint"] is False
+    assert rows["sft+bon-learned-rm-16"]["joint"] and rows["bon-golden-16"]["kl_bon_bound"] == \
+        pytest.approx(math.log(M) - (M - 1) / M)
+    assert rows["zero-shot"]["kl_to_base"] > 0 and rows["sft"]["theta"] == "optimized"
+    n_runs = len(json.loads(engine_cli("runs", "--json").stdout))
+
+    again = json.loads(engine_cli(*args).stdout)
+    assert all(r["reused_run"] for r in again["rows"])
+    assert [r["metric"] for r in again["rows"]] == [r["metric"] for r in out["rows"]]
+    assert len(json.loads(engine_cli("runs", "--json").stdout)) == n_runs + 1   # only the new table's own row
