@@ -35,6 +35,23 @@ def test_generation_is_seeded_and_ends_with_eos(host):
         assert len(ids) <= 8 and (host.eos_id not in ids or ids[-1] == host.eos_id)
 
 
+def test_share_prefixes_maps_every_row_to_its_distinct_prompt():
+    from engine.model_host import share_prefixes
+    assert share_prefixes([[1, 2], [1, 2], [3], [1, 2], [3]]) == ([[1, 2], [3]], [0, 0, 1, 0, 1])
+
+
+def test_samples_that_share_one_prefill_are_the_samples_each_row_would_draw_alone(host):
+    """The k samples of an input read its prompt's KV cache, computed once: with the same seed they are the
+    same replies as when every row computes its own prefill (the oracle), also in a batch mixing inputs of
+    different lengths (left padding) and with a prompt."""
+    xs = ["Name a colour.", "Describe the sea in one short sentence, please."]
+    policy = prompted("Be brief.")
+    shared = host.generate(policy, xs, n_samples=3, max_new_tokens=10, temperature=1.0, seed=5)
+    alone = host.generate(policy, xs, n_samples=3, max_new_tokens=10, temperature=1.0, seed=5, share_prefixes=False)
+    assert shared.token_ids == alone.token_ids
+    assert len(set(map(tuple, shared.token_ids[1]))) > 1    # three different samples, not one copied
+
+
 def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):
     n_before = sum(p.numel() for p in host.model.parameters())
     host.add_lora("t-adapter", lora_config(4, 8, "q_proj,v_proj"))
