@@ -325,6 +325,15 @@ class Lab:
             out.append(run | {"points": self.store.points(rid), "samples": self.store.samples(rid)})
         return out
 
+    def artifact_file(self, run_id: str, out_dir) -> str:
+        """The run's artifact as one file in `out_dir` (engine/artifact_files.py): a PEFT adapter as a zip,
+        a prompt as text, a reward spec as JSON. Its path."""
+        from engine.artifact_files import artifact_file
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise LabInputError(f"no run with id {run_id!r}; list runs with `python -m engine runs`")
+        return str(artifact_file(run, out_dir))
+
     def export(self, run_ids: list[str], fmt: str = "json") -> str:
         """Runs as text: `json` (everything), `csv` (one row per run) or `samples-csv` (engine/export.py)."""
         from engine.export import export

@@ -209,3 +209,14 @@ def test_settings_default_to_single_user_and_turn_multi_user_on_a_space_or_with_
     monkeypatch.setenv("LAB_MULTI_USER", "auto")
     monkeypatch.setenv("LAB_ADMIN_TOKEN", ADMIN)
     assert dataclasses.replace(load_settings()).multi_user
+
+
+def test_the_page_opens_on_the_visitors_own_run_never_a_strangers(tmp_path):
+    from app.main import opening_run
+    lab = _lab(tmp_path, multi_user=True)
+    a, b = lab.visitor(TOKEN_A), lab.visitor(TOKEN_B)
+    run_a = _submit(lab, a)
+    assert opening_run(lab, None, a) == run_a and opening_run(lab, None, b) is None
+    run_b = _submit(lab, b)
+    assert opening_run(lab, None, b) == run_b and opening_run(lab, run_a, b) == run_a   # a link opens any run
+    assert opening_run(_lab(tmp_path), None, b) == run_b          # single-user: the active run, whoever's
