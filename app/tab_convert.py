@@ -119,11 +119,11 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     # ---- events ----
     def on_scenario(name, file):
         if name == UPLOAD:
-            return gr.update(visible=True), (_scenario_markdown(lab.scenario(file)) if file else
-                                             "Upload a scenario JSON file.")
+            return gr.update(visible=True), on_upload(file)
         return gr.update(visible=False), _scenario_markdown(lab.scenario(name))
 
     def on_upload(file):
+        """An uploaded scenario, checked at once (engine/limits.py: size, counts, lengths), or why it is refused."""
         if not file:
             return "Upload a scenario JSON file."
         try:

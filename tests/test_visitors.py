@@ -220,3 +220,17 @@ def test_the_page_opens_on_the_visitors_own_run_never_a_strangers(tmp_path):
     run_b = _submit(lab, b)
     assert opening_run(lab, None, b) == run_b and opening_run(lab, run_a, b) == run_a   # a link opens any run
     assert opening_run(_lab(tmp_path), None, b) == run_b          # single-user: the active run, whoever's
+
+
+def test_an_input_over_the_token_limit_is_refused_with_the_models_tokenizer(settings, host):
+    """The real tokenizer: refused when the run is prepared in a process that has the model, and by the worker
+    before any work when it was queued elsewhere (e.g. `python -m engine submit`)."""
+    lab = Lab(settings=dataclasses.replace(settings, max_input_tokens=64, worker=False), host_factory=lambda: host)
+    long = _scenario(heldout_inputs=["Tell me about trains. " * 30] + load_scenario("sentiment").heldout_inputs[1:])
+    queued = lab.enqueue(lab.prepare("prompt", "parameter", "kl", long))   # no model loaded here yet: queued
+    assert lab.jobs.work(until_idle=True) == 1
+    run = lab.run(queued)
+    assert run["status"] == "failed" and run["error"].startswith("scenario.heldout_inputs[0]: 150 tokens long; the "
+                                                                 "limit is 64 tokens")
+    with pytest.raises(LabInputError, match=r"scenario\.heldout_inputs\[0\]: 150 tokens long"):
+        lab.prepare("prompt", "parameter", "kl", long)                       # the model is loaded now
