@@ -11,11 +11,14 @@ if __package__ in (None, ""):  # run as a file, e.g. a Hugging Face Space's `app
 
 import gradio as gr  # noqa: E402
 
-from app import page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history, tab_table1  # noqa: E402
+from app import identity, page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history, tab_table1  # noqa: E402
 
 CSS = (".lab-progress {width: 100%; min-width: 300px}"
        " .caption p {font-size: 0.95em; color: #444; margin-top: 0}"
        " #model-banner {background: #fff4d6; border: 1px solid #e0b04a; border-radius: 6px; padding: 0 12px}")
+
+
+MAX_UPLOAD = "5mb"   # any upload (a scenario file; engine/limits.py refuses a scenario over 1 MB by name)
 
 
 def build_app(lab) -> gr.Blocks:
@@ -25,23 +28,28 @@ def build_app(lab) -> gr.Blocks:
         problem = lab.model_problem()   # checked without loading: the page stays up with no model at all
         gr.Markdown(banner_text(problem), visible=bool(problem), elem_id="model-banner")
         host_line = gr.Markdown(f"Model: `{lab.model}` · loading…", elem_id="host-line")
+        me = identity.build(lab)   # who this browser is: its token, the admin field, the HF login
         selected_run = gr.State(None)
         with gr.Tab("Convert"):
-            tab_convert.build(lab, selected_run)
+            tab_convert.build(lab, selected_run, me.visitor)
         with gr.Tab("Compare") as compare_tab:
             tab_compare.build(lab, compare_tab)
         with gr.Tab("History"):
-            tab_history.build(lab, selected_run)
-        tab_chain.build(lab)   # "Round trips"
-        tab_table1.build(lab)  # "Table 1" (Sun et al.)
+            tab_history.build(lab, selected_run, me.visitor)
+        tab_chain.build(lab, me.visitor)   # "Round trips"
+        tab_table1.build(lab, me.visitor)   # "Table 1" (Sun et al.)
         with gr.Tab("About"):
             tab_about.build(lab)
 
-        def on_load(request: gr.Request):
-            return opening_run(lab, request.query_params.get("run") if request else None), host_text(lab)
-        # after a reload, watch the active (or last) run
-        demo.load(on_load, None, [selected_run, host_line], api_visibility="private")
-        page_api.register(lab)   # /convert and /run for scripts
+        def on_load(token, request: gr.Request, profile: gr.OAuthProfile | None):
+            token, who = identity.arrive(lab, token, profile)
+            wanted = request.query_params.get("run") if request else None
+            return token, who, identity.identity_text(lab, who), opening_run(lab, wanted, who), host_text(lab)
+        # after a reload: the same visitor (its token survives in the browser), watching its active (or last) run
+        demo.load(on_load, me.token, [me.token, me.visitor, me.line, selected_run, host_line],
+                  api_visibility="private")
+        me.wire()
+        page_api.register(lab)   # /convert, /run, /cancel, /delete_run for scripts
     return demo
 
 
@@ -71,12 +79,15 @@ def host_text(lab) -> str:
             f"{info['chat_format']} · **{info['label']}** ({why}) · {info['threads']} threads")
 
 
-def opening_run(lab, wanted: str | None) -> str | None:
+def opening_run(lab, wanted: str | None, who=None) -> str | None:
     """The run the page opens on: the one a link names (`/?run=RUN_ID`) if it is stored, else the running
-    or queued one, else the newest."""
+    or queued one, else the newest — on a shared lab (LAB_MULTI_USER) the visitor `who`'s own, never a
+    stranger's."""
     if wanted and lab.run(wanted.strip()):
         return wanted.strip()
-    runs = lab.runs()
+    if lab.settings.multi_user and (who is None or who.id is None):
+        return None
+    runs = lab.runs(visitor=who.id) if lab.settings.multi_user else lab.runs()
     active = [r for r in runs if r["status"] in ("running", "queued")]
     return (active or runs or [{"run_id": None}])[0]["run_id"]
 
@@ -96,7 +107,8 @@ def main() -> None:
     demo = build_app(lab)
     demo.queue(default_concurrency_limit=8).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), css=CSS, footer_links=["api"])
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), css=CSS, footer_links=["api"],
+        max_file_size=MAX_UPLOAD)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ PATHS = ["prompt,parameter,prompt", "prompt,parameter,reward,prompt", "prompt,re
          "prompt,reward,prompt", "prompt,parameter,reward"]
 
 
-def build(lab) -> None:
+def build(lab, visitor: gr.State) -> None:
     with gr.Tab("Round trips"):
         gr.Markdown(INTRO)
         with gr.Row():
@@ -39,9 +39,10 @@ def build(lab) -> None:
         timer = gr.Timer(1.0)
 
         # ---- events ----
-        run_btn.click(lambda *a: _start(lab, *a), [scenario, path, methods, sets], [chain_id, status],
+        run_btn.click(lambda *a: _start(lab, *a), [scenario, path, methods, sets, visitor], [chain_id, status],
                       api_name="round_trip")
-        cancel_btn.click(lambda cid: _cancel(lab, cid), [chain_id], None, api_name="cancel_round_trip")
+        cancel_btn.click(lambda cid, who: _cancel(lab, cid, who), [chain_id, visitor], status,
+                         api_name="cancel_round_trip")
         path.change(lambda p, cid: gr.skip() if cid else _preview(p), [path, chain_id], [figure], api_visibility="private")
         timer.tick(lambda cid: _refresh(lab, cid), [chain_id], [status, figure, numbers], api_visibility="private")
 
@@ -59,26 +60,31 @@ def parse_sets(text: str) -> dict[str, str]:
     return out
 
 
-def _start(lab, scenario_name: str, path: str, methods: str, sets: str):
+def _start(lab, scenario_name: str, path: str, methods: str, sets: str, who):
     from engine.chain import prepare_chain, start_chain
     from engine.scenarios import load_scenario
     try:
         ms = [m.strip() for m in methods.split(",")] if methods.strip() else None
         request = prepare_chain(path, load_scenario(scenario_name), ms, parse_sets(sets), lookup=lab.store.get_run)
+        parent_id = start_chain(lab, request, who)
     except LabInputError as e:
         return gr.skip(), f"<div style='color:#d62728'><b>Cannot start:</b> {e}</div>"
-    parent_id = start_chain(lab, request)
     return parent_id, views.progress_html(lab.run(parent_id))
 
 
-def _cancel(lab, parent_id: str | None) -> None:
-    """Cancel the round trip (queued: at once; running: before its next hop) and the hop running now."""
+def _cancel(lab, parent_id: str | None, who):
+    """Cancel the round trip (queued: at once; running: before its next hop) and the hop running now, when
+    it is `who`'s to cancel."""
     if not parent_id:
-        return
-    lab.cancel(parent_id)
+        return gr.skip()
+    try:
+        lab.cancel(parent_id, who)
+    except LabInputError as e:
+        return f"<div style='color:#d62728'><b>Cannot cancel:</b> {e}</div>"
     for child in lab.store.children(parent_id):
         if child["status"] in ("queued", "running"):
-            lab.cancel(child["run_id"])
+            lab.cancel(child["run_id"], who)
+    return gr.skip()
 
 
 def _preview(path: str):

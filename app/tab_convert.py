@@ -44,7 +44,7 @@ def _reward_text(spec: dict) -> str:
     return json.dumps(short, ensure_ascii=False)
 
 
-def build(lab, selected_run: gr.State) -> None:
+def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     edges = lab.edges()
     with gr.Row():
         with gr.Column(scale=2):
@@ -66,6 +66,8 @@ def build(lab, selected_run: gr.State) -> None:
     method = gr.Dropdown([m["method"] for m in lab.methods("prompt", "parameter")], value="kl", label="Method",
                          elem_id="method-dropdown")
     equation = gr.Markdown(_equation(lab, "prompt->parameter", "kl"))
+    if lab.settings.public:
+        gr.Markdown(public_note(), elem_id="public-caps")
     status = gr.Markdown(elem_id="convert-status")
 
     @gr.render(inputs=[edge, method])
@@ -81,20 +83,20 @@ def build(lab, selected_run: gr.State) -> None:
         with gr.Accordion("Settings", open=True):
             with gr.Row(equal_height=True):
                 for f in fields:
-                    inputs.append(_field_input(f))
+                    inputs.append(_field_input(_capped(f) if lab.settings.public else f))
         run_btn = gr.Button("Run", variant="primary", elem_id="run-button")
 
-        def submit(scen, file, data, *values):
+        def submit(scen, file, data, who, *values):
             overrides = {f["name"]: v for f, v in zip(fields, values) if v != f["default"]}
             try:
                 source, overrides = lab.with_data_file(edge_name, method_name, _scenario_source(scen, file),
                                                        overrides, data)
-                request = lab.prepare_task(edge_name, method_name, source, overrides)
+                request = lab.prepare_task(edge_name, method_name, source, overrides, who)
+                run_id = lab.submit(request, who)
             except LabInputError as e:
                 return gr.update(), f"<span style='color:#d62728'>**Cannot run:** {e}</span>"
-            run_id = lab.submit(request)
             return run_id, f"Submitted run `{run_id}`; it runs in the background — you can reload or close the page."
-        run_btn.click(submit, [scenario, upload, data_file, *inputs], [selected_run, status],
+        run_btn.click(submit, [scenario, upload, data_file, visitor, *inputs], [selected_run, status],
                       api_visibility="private")   # drawn per method: scripts use /convert (app/page_api.py)
 
     with gr.Row():
@@ -125,11 +127,11 @@ def build(lab, selected_run: gr.State) -> None:
     # ---- events ----
     def on_scenario(name, file):
         if name == UPLOAD:
-            return gr.update(visible=True), (_scenario_markdown(lab.scenario(file)) if file else
-                                             "Upload a scenario JSON file.")
+            return gr.update(visible=True), on_upload(file)
         return gr.update(visible=False), _scenario_markdown(lab.scenario(name))
 
     def on_upload(file):
+        """An uploaded scenario, checked at once (engine/limits.py: size, counts, lengths), or why it is refused."""
         if not file:
             return "Upload a scenario JSON file."
         try:
@@ -170,9 +172,8 @@ def build(lab, selected_run: gr.State) -> None:
                     gr.update(visible=False), "", gr.update(visible=False), gr.skip(), gr.skip(),
                     gr.update(visible=False))
         points = lab.points(run_id)
-        queue = lab.queue() if run["status"] == "queued" else []
-        position = queue.index(run_id) + 1 if run_id in queue else None
-        sig = (run_id, run["status"], run["progress"], run["stage"], len(points), position)
+        eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
+        sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
         if sig == last_sig:
             return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 6
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
@@ -180,7 +181,7 @@ def build(lab, selected_run: gr.State) -> None:
         samples = lab.samples(run_id) if done else []
         figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
         again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
-        return (views.progress_html(run, position), plots.training_curves(points, run["edge"]), *figs,
+        return (views.progress_html(run, eta), plots.training_curves(points, run["edge"]), *figs,
                 views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig,
                 *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again))
 
@@ -202,16 +203,21 @@ def build(lab, selected_run: gr.State) -> None:
     selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method],
                         api_visibility="private")
     method.change(on_method, [edge, method], equation, api_visibility="private")
-    cancel_btn.click(lambda rid: (lab.cancel(rid) and f"Cancelling `{rid}`…") or "Nothing to cancel.",
-                     selected_run, status, api_name="cancel")
-
-    def run_again(run_id):
+    def cancel_selected(run_id, who):
         try:
-            new_id = lab.rerun(run_id)
+            return (run_id and lab.cancel(run_id, who) and f"Cancelling `{run_id}`…") or "Nothing to cancel."
+        except LabInputError as e:
+            return f"<span style='color:#d62728'>**Cannot cancel:** {e}</span>"
+    # the page's button; scripts cancel through /cancel with their token (app/page_api.py)
+    cancel_btn.click(cancel_selected, [selected_run, visitor], status, api_visibility="private")
+
+    def run_again(run_id, who):
+        try:
+            new_id = lab.rerun(run_id, who)
         except LabInputError as e:
             return gr.skip(), f"<span style='color:#d62728'>**Cannot run again:** {e}</span>"
         return new_id, f"Queued run `{new_id}` with the settings of `{run_id}`."
-    again_btn.click(run_again, selected_run, [selected_run, status], api_name="run_again")
+    again_btn.click(run_again, [selected_run, visitor], [selected_run, status], api_name="run_again")
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
@@ -253,6 +259,24 @@ def _scenario_source(name: str, file) -> str:
             raise LabInputError("scenario: choose a JSON file to upload, or pick a built-in scenario")
         return file
     return name
+
+
+def public_note() -> str:
+    """The form's note on a public lab (LAB_PUBLIC=1): which settings are capped, and at what."""
+    from engine.limits import PUBLIC_CAPS
+    caps = ", ".join(f"`{k}` ≤ {v}" for k, v in PUBLIC_CAPS.items())
+    return (f"**A public lab:** costly settings are capped so that every visitor's run stays short — {caps} "
+            "(`n` = the largest N of best-of-N; `n_train`/`n_heldout` count the inputs a run uses). Run the lab "
+            "yourself (`make run`) for more.")
+
+
+def _capped(f: dict) -> dict:
+    """A field with its range cut to the public cap, said in its help."""
+    from engine.limits import PUBLIC_CAPS
+    cap = PUBLIC_CAPS.get(f["name"])
+    if cap is None or f["type"] not in ("int", "float") or (f["hi"] is not None and f["hi"] <= cap):
+        return f
+    return {**f, "hi": cap, "help": f["help"] + " Capped on this public lab."}
 
 
 def _field_input(f: dict):

@@ -10,27 +10,32 @@ import gradio as gr
 
 from app import plots, views
 from engine.errors import LabInputError
+from engine.visitors import ANONYMOUS, owner_label
 
 ALL = "(all)"
 SORTS = [("newest first", "created:desc"), ("oldest first", "created:asc"), ("longest first", "duration:desc"),
          ("scenario", "scenario:asc"), ("edge", "edge:asc"), ("method", "method:asc"), ("status", "status:asc")]
 FILTERS = ("scenario", "edge", "method", "model", "status")
 COLUMN_WIDTHS = ["9%", "12%", "11%", "7%", "8%", "10%", "7%", "5%", "6%", "25%"]  # views.runs_table's columns
+OWNED_WIDTHS = COLUMN_WIDTHS[:-1] + ["18%", "7%"]                                   # ... with the owner column
+WHOSE = ["mine", "everyone"]
 EXPORTS = (("json", "everything: config, metrics, artifacts, curves, samples"), ("csv", "one row per run"),
            ("samples-csv", "one row per generation"))
 
 
-def build(lab, selected_run: gr.State) -> None:
+def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     gr.Markdown("Every run of the lab. Filter and sort; click a row to open the run below (and in the **Convert** "
                 "tab). Clicked runs join the export selection.")
     everything = lab.runs(limit=100_000)
+    shared = lab.settings.multi_user
     with gr.Row():
+        whose = gr.Radio(WHOSE, value="everyone", label="runs of", elem_id="history-whose", min_width=160, scale=0)
         filters = [gr.Dropdown([ALL] + _distinct(everything, name), value=ALL, label=name, elem_id=f"history-{name}",
                                min_width=140) for name in FILTERS]
         sort = gr.Dropdown(SORTS, value="created:desc", label="sort", min_width=140, elem_id="history-sort")
         refresh_btn = gr.Button("Refresh", scale=0)
-    table = gr.Dataframe(views.runs_table(everything[:500]), interactive=False, elem_id="history-table", wrap=True,
-                         max_height=420, column_widths=COLUMN_WIDTHS)
+    table = gr.Dataframe(_table(lab, everything[:500], ANONYMOUS), interactive=False, elem_id="history-table",
+                         wrap=True, max_height=420, column_widths=OWNED_WIDTHS if shared else COLUMN_WIDTHS)
     with gr.Row():
         selection = gr.Dropdown([], value=[], multiselect=True, label="Export selection (click rows to add)",
                                 elem_id="history-selection", scale=3)
@@ -55,6 +60,11 @@ def build(lab, selected_run: gr.State) -> None:
         with gr.Accordion("Config (JSON)", open=False):
             config = gr.Code(language="json")
         with gr.Row():
+            download_btn = gr.Button("Download artifact", scale=0, min_width=200, elem_id="history-download")
+            download = gr.File(label="The run's artifact: an adapter as a zip of its PEFT folder, a prompt as text, "
+                                     "a reward spec as JSON", visible=False, interactive=False,
+                               elem_id="history-artifact-file")
+        with gr.Row():
             delete_btn = gr.Button("Delete this run…", variant="stop", scale=0, min_width=200,
                                    elem_id="history-delete")
             confirm_btn = gr.Button("Yes, delete it and its files", variant="stop", visible=False, scale=0,
@@ -63,13 +73,13 @@ def build(lab, selected_run: gr.State) -> None:
 
     # ---- events ----
     def show(*args):
-        *values, order, sel = args
-        runs = lab.runs(**_query(values, order))
+        *values, order, mine, sel, who = args
+        runs = _runs(lab, values, order, mine, who)
         everything = lab.runs(limit=100_000)
         menus = [gr.update(choices=[ALL] + _distinct(everything, name)) for name in FILTERS]
         existing = {r["run_id"] for r in everything}
         sel = [s for s in sel or [] if s in existing]  # deleted runs leave the selection
-        return (views.runs_table(runs), *menus, gr.update(choices=_union([r["run_id"] for r in runs], sel), value=sel),
+        return (_table(lab, runs, who), *menus, gr.update(choices=_union([r["run_id"] for r in runs], sel), value=sel),
                 f"{len(runs)} of {len(everything)} runs shown.")
 
     def open_run(evt: gr.SelectData, df, sel):
@@ -85,18 +95,25 @@ def build(lab, selected_run: gr.State) -> None:
         except LabInputError as e:
             return gr.update(visible=False), f"<span style='color:#d62728'>**Cannot export:** {e}</span>"
 
-    def delete(run_id, watched):
+    def download_file(run_id):
         try:
-            out = lab.delete_run(run_id)
+            path = lab.artifact_file(run_id, tempfile.mkdtemp(prefix="artifact-"))
+        except LabInputError as e:
+            return gr.update(visible=False), f"<span style='color:#d62728'>**Cannot download:** {e}</span>"
+        return gr.update(value=path, visible=True), f"The artifact of `{run_id}`: `{Path(path).name}`."
+
+    def delete(run_id, watched, who):
+        try:
+            out = lab.delete_run(run_id, who)
         except LabInputError as e:
             return (f"<span style='color:#d62728'>**Cannot delete:** {e}</span>", gr.skip(), gr.skip(), gr.skip(),
                     *_confirm(False))
         return (_deleted_message(out), gr.update(visible=False), None, None if watched == run_id else gr.skip(),
                 *_confirm(False))
 
-    view_inputs = [*filters, sort, selection]
+    view_inputs = [*filters, sort, whose, selection, visitor]
     view_outputs = [table, *filters, selection, message]
-    for c in (*filters, sort):
+    for c in (*filters, sort, whose):
         c.input(show, view_inputs, view_outputs, api_visibility="private")
     refresh_btn.click(show, view_inputs, view_outputs, api_name="history")
     table.select(open_run, [table, selection],
@@ -106,13 +123,15 @@ def build(lab, selected_run: gr.State) -> None:
                          selection, api_visibility="private")
     clear_btn.click(lambda: gr.update(value=[]), None, selection, api_visibility="private")
     export_btn.click(export, [selection, opened], [files, message], api_name="export")
+    download_btn.click(download_file, opened, [download, message], api_visibility="private")
     delete_btn.click(lambda: _confirm(True), None, [delete_btn, confirm_btn, keep_btn], api_visibility="private")
     keep_btn.click(lambda: _confirm(False), None, [delete_btn, confirm_btn, keep_btn], api_visibility="private")
-    confirm_btn.click(delete, [opened, selected_run],
+    # the page's button; scripts delete through /delete_run with their token (app/page_api.py)
+    confirm_btn.click(delete, [opened, selected_run, visitor],
                       [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn],
-                      api_name="delete_run").then(show, view_inputs, view_outputs, api_visibility="private")
+                      api_visibility="private").then(show, view_inputs, view_outputs, api_visibility="private")
     last = gr.State(None)
-    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, last], [table, last], show_progress="hidden",
+    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, whose, visitor, last], [table, last], show_progress="hidden",
                        api_visibility="private")
 
 
@@ -123,13 +142,25 @@ def _query(values: list[str], order: str) -> dict:
     return q | {"order_by": key, "descending": direction != "asc"}
 
 
+def _runs(lab, values: list[str], order: str, mine: str, who) -> list[dict]:
+    """The runs under the filters; "mine": only those `who` queued (none, for a visitor not known yet)."""
+    if mine == "mine" and who.id is None:
+        return []
+    return lab.runs(**_query(values, order), **({"visitor": who.id} if mine == "mine" else {}))
+
+
+def _table(lab, runs: list[dict], who):
+    """The runs table; on a shared lab with an owner column (you, an account, a visitor)."""
+    return views.runs_table(runs, (lambda r: owner_label(r, who)) if lab.settings.multi_user else None)
+
+
 def _poll(lab):
     """Redraw the table only when a run changed (status or progress) under the filters shown (per page)."""
     def tick(*args):
-        *values, order, last = args
-        runs = lab.runs(**_query(values, order))
-        sig = (tuple(values), order, tuple((r["run_id"], r["status"], r["progress"]) for r in runs))
-        return (gr.skip(), last) if sig == last else (views.runs_table(runs), sig)
+        *values, order, mine, who, last = args
+        runs = _runs(lab, values, order, mine, who)
+        sig = (tuple(values), order, mine, who.id, tuple((r["run_id"], r["status"], r["progress"]) for r in runs))
+        return (gr.skip(), last) if sig == last else (_table(lab, runs, who), sig)
     return tick
 
 
@@ -141,7 +172,8 @@ def _detail(lab, run_id: str) -> tuple:
     samples = lab.samples(run_id)
     m = run.get("metrics") or {}
     figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
-    return (gr.update(visible=True), views.progress_html(run), views.metrics_markdown(run),
+    queue = lab.queue_estimate(run_id) if run["status"] == "queued" else None
+    return (gr.update(visible=True), views.progress_html(run, queue), views.metrics_markdown(run),
             views.artifact_markdown(run), plots.training_curves(lab.points(run_id), run["edge"]), *figs,
             _generations(samples), json.dumps(run["config"], indent=1, ensure_ascii=False))
 

@@ -17,7 +17,7 @@ INTRO = ("**Sun et al. 2024, Table 1, run live.** Three levers move a language m
 COLUMNS = ["strategy", "theta", "psi", "L", "metric", "stderr", "kl_to_base", "wall_s", "forward_tokens", "reused_run"]
 
 
-def build(lab) -> None:
+def build(lab, visitor: gr.State) -> None:
     with gr.Tab("Table 1"):
         gr.Markdown(INTRO)
         with gr.Row():
@@ -34,18 +34,33 @@ def build(lab) -> None:
         timer = gr.Timer(2.0)
 
         # ---- events ----
-        run_btn.click(lambda s, p: _start(lab, s, p), [scenario, preset], [run_id, status], api_name="table1")
-        cancel_btn.click(lambda rid: lab.cancel(rid) if rid else None, [run_id], None, api_visibility="private")
+        run_btn.click(lambda s, p, who: _start(lab, s, p, who), [scenario, preset, visitor], [run_id, status],
+                      api_name="table1")
+        cancel_btn.click(lambda rid, who: _cancel(lab, rid, who), [run_id, visitor], [status], api_visibility="private")
         timer.tick(lambda rid, last: _refresh(lab, rid, last), [run_id, shown], [status, chart, table, shown],
                    api_visibility="private")
 
 
-def _start(lab, scenario: str, preset: str):
+def _start(lab, scenario: str, preset: str, who):
     try:
-        rid = lab.start_table1(scenario, {"preset": preset})
+        rid = lab.start_table1(scenario, {"preset": preset}, who)
     except LabInputError as e:
         return gr.skip(), f"<div style='color:#d62728'><b>Cannot start:</b> {e}</div>"
     return rid, views.progress_html(lab.run(rid))
+
+
+def _cancel(lab, run_id: str | None, who):
+    """Cancel the table (queued: at once; running: before its next run) and the run it is running now."""
+    if not run_id:
+        return gr.skip()
+    try:
+        lab.cancel(run_id, who)
+        for child in lab.store.children(run_id):
+            if child["status"] in ("queued", "running"):
+                lab.cancel(child["run_id"], who)
+    except LabInputError as e:
+        return f"<div style='color:#d62728'><b>Cannot cancel:</b> {e}</div>"
+    return gr.skip()
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:

@@ -34,8 +34,34 @@ def _cell(row) -> str:
     return f"{row['output']}  [r={row['reward']:.2f}{extra}]"
 
 
-def progress_html(run: dict | None, position: int | None = None) -> str:
-    """A progress bar with the run's stage (a queued run: its place in the queue); colour by status."""
+def minutes(seconds: float) -> str:
+    """"≈ 40 s", "≈ 3 min", "≈ 1 h 10 min": an estimate, rounded as one."""
+    if seconds < 60:
+        return f"≈ {max(5, round(seconds / 5) * 5):.0f} s"
+    if seconds < 3600:
+        return f"≈ {round(seconds / 60):.0f} min"
+    return f"≈ {int(seconds // 3600)} h {round(seconds % 3600 / 60):.0f} min"
+
+
+def eta_text(eta: dict | None) -> str:
+    """A queued run's wait and length (Lab.queue_estimate), e.g. "starts in ≈ 6 min, takes ≈ 3 min"."""
+    if not eta:
+        return ""
+    n = eta["unknown"]
+    if eta["wait_s"] is None:
+        start = "starts in: unknown (no finished run of the runs ahead to time them by)"
+    elif n:   # some runs ahead could not be timed: what is known is a lower bound
+        start = f"starts in {minutes(eta['wait_s']).replace('≈', '≥')} ({n} run{'s' if n > 1 else ''} ahead not timed yet)"
+    else:
+        start = f"starts in {minutes(eta['wait_s'])}" if eta["wait_s"] else "starts now"
+    length = (f"takes {minutes(eta['run_s'])} (median of finished runs like it)" if eta["run_s"] is not None
+              else "its length: unknown (no finished run of this method yet)")
+    return f"{start}, {length}"
+
+
+def progress_html(run: dict | None, queue: dict | None = None) -> str:
+    """A progress bar with the run's stage (a queued run: its place in the queue and its ETA, `queue` as
+    Lab.queue_estimate gives it); colour by status."""
     if not run:
         return "<div class='lab-progress'><em>No run selected.</em></div>"
     pct = int(round(100 * (run.get("progress") or 0)))
@@ -43,9 +69,11 @@ def progress_html(run: dict | None, position: int | None = None) -> str:
     color = colors.get(run["status"], "#1f77b4")
     stage = html.escape(run.get("stage") or "")
     label = f"{run['status']} · {pct}% · {stage}"
+    position = (queue or {}).get("position")
     if run["status"] == "queued" and position:
         label = ("queued · next in line" if position == 1 else
                  f"queued · number {position} in line ({position - 1} run{'s' if position > 2 else ''} ahead)")
+        label += f" · {eta_text(queue)}" if "wait_s" in queue else ""
     elif run["status"] == "interrupted":
         label = f"interrupted at {pct}% · the lab stopped during this run: Run again starts it anew"
     return (f"<div class='lab-progress' data-status='{run['status']}'>"
@@ -118,16 +146,18 @@ def found_prompt_markdown(run: dict) -> str:
     return ""
 
 
-def runs_table(runs: list[dict]) -> pd.DataFrame:
+def runs_table(runs: list[dict], owner=None) -> pd.DataFrame:
+    """One row per run; with `owner(run) -> str` (a shared lab: "you", "@account", "a visitor"), its column."""
     cols = ["run_id", "created", "edge", "method", "scenario", "model", "status", "progress", "duration_s",
-            "key metrics"]
+            "key metrics"] + (["owner"] if owner else [])
     rows = []
     for r in runs:
         m = r.get("metrics") or {}
         key = ", ".join(f"{k}={v:.3g}" for k, v in m.items() if isinstance(v, (int, float)))
         rows.append([r["run_id"], r["created_at"], r["edge"], r["method"], r["scenario"], r.get("model") or "—",
                      r["status"],
-                     f"{100 * (r.get('progress') or 0):.0f}%", r.get("duration_s"), key])
+                     f"{100 * (r.get('progress') or 0):.0f}%", r.get("duration_s"), key]
+                    + ([owner(r)] if owner else []))
     return pd.DataFrame(rows, columns=cols)
 
 

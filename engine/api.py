@@ -10,7 +10,7 @@ import shutil
 import threading
 
 from engine.errors import LabInputError
-from engine.jobs import JobRunner, RunRequest, prepare, prepare_task
+from engine.jobs import JobRunner, RunRequest, prepare_task
 from engine.registry import (
     EDGES,
     TASKS,
@@ -22,6 +22,7 @@ from engine.registry import (
 )
 from engine.scenarios import builtin_scenarios, load_scenario
 from engine.settings import Settings, load_settings
+from engine.visitors import OPERATOR, Visitor, check_manage, may_manage, visitor
 
 
 def _make_host(settings: Settings):
@@ -87,12 +88,25 @@ class Lab:
         return load_scenario(name_or_path).to_dict()
 
     # ---------- runs ----------
-    def prepare(self, source, target, method, scenario, overrides=None) -> RunRequest:
-        return prepare(source, target, method, scenario, overrides, lookup=self.store.get_run)
+    def prepare(self, source, target, method, scenario, overrides=None, who: Visitor = OPERATOR) -> RunRequest:
+        return self.prepare_task(get_edge(source, target).name, method, scenario, overrides, who)
 
-    def prepare_task(self, task, method, scenario, overrides=None) -> RunRequest:
-        """Like `prepare`, for a task that is not an edge (e.g. "best-of-n")."""
-        return prepare_task(get_task(task), method, scenario, overrides, lookup=self.store.get_run)
+    def prepare_task(self, task, method, scenario, overrides=None, who: Visitor = OPERATOR) -> RunRequest:
+        """Validate a run of any task (an edge, or e.g. "best-of-n") for `who`; raises LabInputError naming the
+        bad part. A visitor of a shared lab may not name files on this machine; where the model is loaded,
+        the scenario's texts are checked in tokens too (a worker checks them again before it starts)."""
+        if self.settings.multi_user and not who.admin:
+            from engine.limits import check_visitor_overrides
+            check_visitor_overrides(overrides or {}, uploads=self.uploads_dir)
+        request = prepare_task(get_task(task), method, scenario, overrides, lookup=self.store.get_run)
+        if self.jobs.loaded_host is not None:
+            self.jobs.check_tokens(request.scenario, self.jobs.loaded_host)
+        return request
+
+    @property
+    def uploads_dir(self):
+        """Where the lab keeps its own copy of files visitors uploaded (by content hash)."""
+        return self.settings.data_dir / "uploads"
 
     def with_data_file(self, task: str, method: str, scenario, overrides: dict, path: str | None):
         """(scenario, overrides) with a JSONL file a user uploaded: preference pairs for a method that has a
@@ -112,7 +126,7 @@ class Lab:
             from engine.reward_models import load_preference_file
             load_preference_file(path)
             raw = Path(path).read_bytes()
-            kept = self.settings.data_dir / "uploads" / f"{hashlib.sha256(raw).hexdigest()[:16]}.jsonl"
+            kept = self.uploads_dir / f"{hashlib.sha256(raw).hexdigest()[:16]}.jsonl"
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_bytes(raw)
             return scenario, overrides | {"preference_file": str(kept)}
@@ -161,9 +175,10 @@ class Lab:
     def task_fields(task: str, method: str) -> list[dict]:
         return config_fields(get_method(get_task(task), method))
 
-    def submit(self, request: RunRequest) -> str:
-        """Queue a run; this process's worker takes it (unless LAB_WORKER=0: then another process's)."""
-        return self.jobs.submit(request)
+    def submit(self, request: RunRequest, who: Visitor = OPERATOR) -> str:
+        """Queue a run owned by `who`; this process's worker takes it (unless LAB_WORKER=0: another's)."""
+        self.check_may_queue(who, request)
+        return self.jobs.submit(request, visitor=who.id)
 
     def enqueue(self, request: RunRequest) -> str:
         """Queue a run for any worker, starting none here (`python -m engine submit`)."""
@@ -172,8 +187,51 @@ class Lab:
     def run_now(self, request: RunRequest) -> str:
         return self.jobs.run_now(request)
 
-    def cancel(self, run_id: str) -> bool:
+    # ---------- visitors (engine/visitors.py) ----------
+    def visitor(self, token: object = None, credential: object = None, account: str | None = None) -> Visitor:
+        """Who presents this browser token, admin credential or Hugging Face account."""
+        return visitor(self.settings.admin_token, token, credential, account)
+
+    def may_manage(self, run: dict, who: Visitor) -> bool:
+        """Whether `who` may cancel or delete `run` (LAB_MULTI_USER: its owner or an admin)."""
+        return may_manage(self.settings.multi_user, who, run)
+
+    def check_may_queue(self, who: Visitor, request: RunRequest | None = None) -> None:
+        """A visitor of a shared lab queues at most LAB_MAX_QUEUED_PER_VISITOR runs at once, and under LAB_PUBLIC
+        only settings within the public caps; an admin and the CLI are held to neither."""
+        if who.admin:
+            return
+        if self.settings.public and request is not None:
+            from engine.limits import check_public_caps
+            check_public_caps(request.config, request.scenario)
+        limit = self.settings.max_queued_per_visitor
+        if self.settings.multi_user and self.store.queued_count(who.id) >= limit:
+            raise LabInputError(f"you already have {limit} runs waiting in the queue (the limit per visitor, "
+                                "LAB_MAX_QUEUED_PER_VISITOR): wait for one to start, or cancel one, then run this "
+                                "again — your settings stay in the form")
+
+    def cancel(self, run_id: str, who: Visitor = OPERATOR) -> bool:
+        """Cancel a queued or running run; refused (LabInputError) when it is not `who`'s to cancel."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            return False
+        check_manage(self.settings.multi_user, who, run, "cancel")
         return self.jobs.cancel(run_id)
+
+    def queue_estimate(self, run_id: str) -> dict | None:
+        """A queued run's place in line and ETA (engine/queue_eta.py): {"position", "wait_s", "run_s",
+        "unknown"}; None when it is not queued."""
+        from engine.queue_eta import queue_eta
+        from storage.models import utcnow
+        order = self.store.queued()
+        if run_id not in order:
+            return None
+        active = {r["run_id"]: r for r in self.store.list_runs(status=("queued", "running"), limit=100_000)}
+        position = order.index(run_id)
+        running = [r for r in active.values() if r["status"] == "running" and not r["parent_id"]]
+        ahead = [active[rid] for rid in order[:position] if rid in active]
+        eta = queue_eta(active[run_id], ahead, running, self.store.durations, utcnow())
+        return {"position": position + 1, **eta}
 
     def _execute_chain_row(self, run: dict, cancel) -> None:
         """A worker took a queued round trip or Table 1: rebuild its request from the row and run its steps."""
@@ -190,17 +248,35 @@ class Lab:
         sc = scenario if not isinstance(scenario, str) else load_scenario(scenario)
         return run_table1(self, prepare_table1(sc, overrides))
 
-    def start_table1(self, scenario, overrides: dict | None = None) -> str:
-        """Queue a Table 1 for this process's worker (the page); its run id."""
+    def start_table1(self, scenario, overrides: dict | None = None, who: Visitor = OPERATOR) -> str:
+        """Queue a Table 1 for this process's worker (the page), owned by `who`; its run id. A public lab runs
+        only the quick preset."""
         from engine.table1 import create_table1_run, prepare_table1
         sc = scenario if not isinstance(scenario, str) else load_scenario(scenario)
-        run_id = create_table1_run(self.store, prepare_table1(sc, overrides))
+        request = prepare_table1(sc, overrides)
+        if self.settings.public and not who.admin and request.config.preset == "default":
+            raise LabInputError("preset: `default` runs every method at its full size; this public lab runs the "
+                                "quick or tiny preset (LAB_PUBLIC=1)")
+        self.check_may_queue(who)
+        run_id = create_table1_run(self.store, request, visitor=who.id)
         self.jobs.wake()
         return run_id
 
-    def rerun(self, run_id: str) -> str:
-        """Queue a new run with the settings of `run_id` (e.g. one interrupted by a restart)."""
-        return self.jobs.rerun(run_id)
+    def rerun(self, run_id: str, who: Visitor = OPERATOR) -> str:
+        """Queue a new run with the settings of `run_id` (e.g. one interrupted by a restart), owned by `who`."""
+        self.check_may_queue(who, self._stored_request(run_id) if self.settings.public and not who.admin else None)
+        return self.jobs.rerun(run_id, visitor=who.id)
+
+    def _stored_request(self, run_id: str) -> RunRequest | None:
+        """A stored run's settings as a request (to hold a rerun to the public caps); None for a round trip."""
+        run = self.store.get_run(run_id)
+        if run is None or run["edge"] in ("chain", "table1"):
+            return None
+        from engine.registry import restore_config
+        from engine.scenarios import parse_scenario
+        spec = get_method(get_task(run["edge"]), run["method"])
+        return RunRequest(get_task(run["edge"]), spec, parse_scenario(run["config"]["scenario_data"]),
+                          restore_config(spec, run["config"]["method_config"]))
 
     def enqueue_rerun(self, run_id: str) -> str:
         return self.jobs.rerun(run_id, start_worker=False)
@@ -278,11 +354,13 @@ class Lab:
                         model=self.model)
 
     # ---------- history: delete, export ----------
-    def delete_run(self, run_id: str) -> dict:
-        """Delete a finished run with its curves, samples, artifacts and files (data/artifacts/<run_id>/)."""
+    def delete_run(self, run_id: str, who: Visitor = OPERATOR) -> dict:
+        """Delete a finished run with its curves, samples, artifacts and files (data/artifacts/<run_id>/); refused
+        when it is not `who`'s to delete."""
         run = self.store.get_run(run_id)
         if run is None:
             raise LabInputError(f"no run with id {run_id!r}; list runs with `python -m engine runs`")
+        check_manage(self.settings.multi_user, who, run, "delete")
         if run["status"] in ("running", "queued"):
             raise LabInputError(f"run {run_id} is {run['status']}; cancel it first, then delete it")
         folder = self.settings.artifacts_dir / run_id
@@ -303,6 +381,15 @@ class Lab:
                 raise LabInputError(f"no run with id {rid!r}; list runs with `python -m engine runs`")
             out.append(run | {"points": self.store.points(rid), "samples": self.store.samples(rid)})
         return out
+
+    def artifact_file(self, run_id: str, out_dir) -> str:
+        """The run's artifact as one file in `out_dir` (engine/artifact_files.py): a PEFT adapter as a zip,
+        a prompt as text, a reward spec as JSON. Its path."""
+        from engine.artifact_files import artifact_file
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise LabInputError(f"no run with id {run_id!r}; list runs with `python -m engine runs`")
+        return str(artifact_file(run, out_dir))
 
     def export(self, run_ids: list[str], fmt: str = "json") -> str:
         """Runs as text: `json` (everything), `csv` (one row per run) or `samples-csv` (engine/export.py)."""

@@ -194,11 +194,11 @@ def restore_chain(config: dict, lookup=None) -> ChainRequest:
 
 
 # ---------- running ----------
-def create_chain_run(store, request: ChainRequest, status: str = "queued") -> str:
+def create_chain_run(store, request: ChainRequest, status: str = "queued", visitor: str | None = None) -> str:
     """The parent run row, so a page can watch it before the first hop starts: `queued` for a worker to take
-    (the page), or `running` in this process (the CLI)."""
+    (the page, owned by its `visitor`), or `running` in this process (the CLI)."""
     return store.create_run(EDGE, ",".join(request.path), request.scenario.name, request.stored_config(),
-                            status=status, owner=OWNER if status == "running" else None)
+                            status=status, owner=OWNER if status == "running" else None, visitor=visitor)
 
 
 def execute_chain(lab, request: ChainRequest, parent_id: str, cancel: threading.Event | None = None) -> None:
@@ -247,7 +247,8 @@ def _run_hop(lab, request: ChainRequest, i: int, hop: Hop, prev: dict | None, pa
     scenario, feed = hop_inputs(request, i, hop, prev)
     req = prepare_task(hop.edge, hop.method.name, scenario, hop.overrides | feed, lookup=lab.store.get_run)
     child_id = lab.store.create_run(hop.edge.name, hop.method.name, scenario.name, req.stored_config(),
-                                    status="queued", owner=OWNER, parent_id=parent_id)
+                                    status="queued", owner=OWNER, parent_id=parent_id,
+                                    visitor=lab.store.get_run(parent_id)["visitor"])
     lab.jobs.execute(child_id)
     child = lab.store.get_run(child_id)
     if child["status"] == "cancelled":
@@ -370,8 +371,25 @@ def run_chain(lab, request: ChainRequest) -> str:
     return parent_id
 
 
-def start_chain(lab, request: ChainRequest) -> str:
-    """Queue the chain (the page): a worker runs it like any run, so it waits its turn and outlives a restart."""
-    parent_id = create_chain_run(lab.store, request)
+def _check_visitor_hops(settings, request: ChainRequest) -> None:
+    """What a shared lab holds a visitor's single runs to (engine/limits.py), for every hop of a round trip."""
+    from engine.limits import check_public_caps, check_visitor_overrides
+    for hop in request.hops:
+        if settings.multi_user:
+            check_visitor_overrides(hop.overrides)
+        if settings.public:
+            check_public_caps(build_config(hop.method, hop.overrides), request.scenario)
+    if settings.public:
+        check_public_caps(request.config, request.scenario)
+
+
+def start_chain(lab, request: ChainRequest, who=None) -> str:
+    """Queue the chain (the page) for visitor `who`: a worker runs it like any run, so it waits its turn and
+    outlives a restart. Its hops belong to the same visitor."""
+    if who is not None:
+        lab.check_may_queue(who)
+        if not who.admin:
+            _check_visitor_hops(lab.settings, request)
+    parent_id = create_chain_run(lab.store, request, visitor=who.id if who is not None else None)
     lab.jobs.wake()
     return parent_id

@@ -14,6 +14,7 @@
   runs [--scenario S] [--edge E] --json
   show RUN_ID --json
   export RUN_ID [RUN_ID ...] --format json|csv|samples-csv [--out PATH]
+  artifact RUN_ID [--out DIR]   the run's artifact as one file: adapter zip (PEFT folder), prompt .txt, reward .json
   delete RUN_ID
   edges --json
   info --json            model, device and the precision chosen at start-up (with the micro-benchmark)
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="json", choices=("json", "csv", "samples-csv"),
                    help="json: everything; csv: one row per run; samples-csv: one row per generation")
     x.add_argument("--out", help="file to write (default: stdout)")
+    a = sub.add_parser("artifact", help="write a run's artifact as one file: the adapter as a zip of its PEFT "
+                                        "folder, a prompt as text, a reward spec as JSON")
+    a.add_argument("run_id")
+    a.add_argument("--out", default=".", help="folder to write it in (default: here)")
+    a.add_argument("--json", action="store_true")
     d = sub.add_parser("delete", help="delete a finished run with its curves, samples, artifacts and files")
     d.add_argument("run_id")
     d.add_argument("--json", action="store_true")
@@ -269,6 +275,8 @@ def _dispatch(args) -> int:
         return _export(lab, args.run_ids, args.format, args.out)
     if args.command == "delete":
         return _print(lab.delete_run(args.run_id), True)
+    if args.command == "artifact":
+        return _print({"run_id": args.run_id, "out": lab.artifact_file(args.run_id, args.out)}, True)
     run = lab.run(args.run_id)
     if run is None:
         raise LabInputError(f"no run with id {args.run_id!r}; list them with `python -m engine runs`")

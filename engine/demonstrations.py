@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LabInputError
+from engine.limits import MAX_DEMONSTRATION_BYTES as MAX_FILE_BYTES
+from engine.limits import MAX_DEMONSTRATION_CHARS as MAX_TEXT_CHARS
+from engine.limits import MAX_EXPERT_DEMONSTRATIONS as MAX_DEMONSTRATIONS
 
 FIELD = "expert_demonstrations"
-MAX_DEMONSTRATIONS = 5000       # a class's Space must not be taken down by one upload
-MAX_FILE_BYTES = 20_000_000
-MAX_TEXT_CHARS = 4000           # per input or reply: far past this model's context is refused, not truncated
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from engine.errors import LabInputError, RunCancelled
+from engine.limits import check_scenario_tokens, token_limit
 from engine.methods import check_artifact
 from engine.references import check_references
 from engine.registry import (
@@ -130,16 +131,26 @@ class JobRunner:
                 self._host = self._host_factory()
             return self._host
 
+    @property
+    def loaded_host(self):
+        """The model host if this process has loaded it, else None (nothing is loaded to find out)."""
+        return self._host
+
+    def check_tokens(self, scenario: Scenario, host) -> None:
+        """Every text of the scenario within LAB_MAX_INPUT_TOKENS of this model's tokenizer (engine/limits.py)."""
+        check_scenario_tokens(scenario, host.count_tokens,
+                              token_limit(self.settings.max_input_tokens, host.context_length))
+
     def recover(self) -> list[str]:
         """Mark runs whose runner died `interrupted` (queued runs stay queued)."""
         return self.store.recover(is_alive=owner_alive, stale_after_s=self.settings.stale_after_s)
 
     # ---------- the queue ----------
-    def submit(self, request: RunRequest, start_worker: bool = True) -> str:
-        """Queue a run in the database; this process's worker (LAB_WORKER, default on) is started or woken
-        for it. `start_worker=False` only queues it (`engine submit`: a process that exits at once)."""
+    def submit(self, request: RunRequest, start_worker: bool = True, visitor: str | None = None) -> str:
+        """Queue a run in the database, owned by `visitor`; this process's worker (LAB_WORKER, default on) is
+        started or woken for it. `start_worker=False` only queues it (`engine submit`: a process that exits)."""
         run_id = self.store.create_run(request.edge.name, request.method.name, request.scenario.name,
-                                       request.stored_config(), status="queued")
+                                       request.stored_config(), status="queued", visitor=visitor)
         self._notify(start_worker)
         return run_id
 
@@ -152,8 +163,8 @@ class JobRunner:
             self.start_worker()
         self._wake.set()
 
-    def rerun(self, run_id: str, start_worker: bool = True) -> str:
-        """Queue a new run with the same edge, method, scenario and settings as `run_id`."""
+    def rerun(self, run_id: str, start_worker: bool = True, visitor: str | None = None) -> str:
+        """Queue a new run with the same edge, method, scenario and settings as `run_id`, owned by `visitor`."""
         run = self.store.get_run(run_id)
         if run is None:
             raise LabInputError(f"no run with id {run_id!r}")
@@ -163,7 +174,7 @@ class JobRunner:
         if run["status"] in ("queued", "running"):
             raise LabInputError(f"run {run_id} is {run['status']}: it has not finished, nothing to run again")
         new_id = self.store.create_run(run["edge"], run["method"], run["scenario"], config | {"rerun_of": run_id},
-                                       status="queued")
+                                       status="queued", visitor=visitor)
         self._notify(start_worker)
         return new_id
 
@@ -270,8 +281,9 @@ class JobRunner:
             spec = get_method(edge, run["method"])
             config = restore_config(spec, cfg["method_config"])
             scenario = parse_scenario(cfg["scenario_data"])
-            out_dir.mkdir(parents=True, exist_ok=True)
             host = self.host
+            self.check_tokens(scenario, host)   # before any work: an oversize input fails the run at once
+            out_dir.mkdir(parents=True, exist_ok=True)
             ctx = RunContext(host=host, scenario=scenario, run_id=run_id, out_dir=out_dir,
                              on_progress=self._progress_fn(run_id, cancel), lookup=self.store.get_run)
             with host.run_precision(getattr(config, "precision", "auto")):

@@ -116,6 +116,15 @@ class ModelHost:
                 "load_seconds": round(self.load_seconds, 2)}
 
     # ---------- prompts ----------
+    @property
+    def context_length(self) -> int | None:
+        """The longest sequence the model was trained on (None where its config does not say)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, as plain text (engine/limits.py checks a scenario's lengths with it)."""
+        return [len(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+
     def prefix_ids(self, policy: Policy, x: str) -> list[int]:
         """Token ids of the chat up to the assistant turn: system z (or neutral), its demonstration turns, user x."""
         if policy.soft:

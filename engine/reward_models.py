@@ -19,6 +19,7 @@ import torch
 
 from engine.errors import LabInputError
 from engine.kl import token_logprobs
+from engine.limits import MAX_PREFERENCE_BYTES, MAX_PREFERENCE_PAIRS, check_count, check_size, check_text
 from engine.losses import bradley_terry_loss, outcome_loss
 from engine.policies import BASE, Policy, policy_from_spec, prompted
 
@@ -296,11 +297,13 @@ def load_preference_file(path: str, field: str = "preference_file") -> list[dict
     if not p.is_file():
         raise LabInputError(f"{field}: no such file {path!r}; give a JSONL file with one "
                             '{"prompt": ..., "chosen": ..., "rejected": ...} per line')
+    check_size(p.stat().st_size, f"{field} {p.name}", MAX_PREFERENCE_BYTES)   # before reading it
     pairs = []
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise LabInputError(f"{field}: {p.name} is not UTF-8 text") from None
+    check_count([x for x in lines if x.strip()], f"{field} {p.name}", MAX_PREFERENCE_PAIRS, "preference pairs")
     for n, line in enumerate(lines, 1):
         if line.strip():
             pairs.append(_preference_line(line, n, field))
@@ -321,6 +324,7 @@ def _preference_line(line: str, n: int, field: str) -> dict:
             raise LabInputError(f"{field}, line {n}: missing {key!r}")
         if not isinstance(row[key], str) or not row[key].strip():
             raise LabInputError(f"{field}, line {n}: {key!r} must be non-empty text")
+        check_text(row[key], f"{field}, line {n}: {key!r}")
     if row["chosen"].strip() == row["rejected"].strip():
         raise LabInputError(f"{field}, line {n}: 'chosen' and 'rejected' are the same text")
     return {k: row[k].strip() for k in ("prompt", "chosen", "rejected")}

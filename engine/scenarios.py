@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.demonstrations import FIELD as EXPERT, Demonstration, parse_demonstrations as parse_expert
 from engine.errors import LabInputError
+from engine.limits import MAX_DEMONSTRATIONS, MAX_POOL_INPUTS, MAX_SCENARIO_BYTES, check_count, check_size, check_text
 from engine.policies import Policy, Prompt
 from engine.rewards import Reward, build_reward, check_reward_inputs
 from engine.settings import ASSETS_DIR
@@ -85,6 +86,7 @@ def load_scenario(name_or_path: str) -> Scenario:
     if not path.exists():
         raise LabInputError(f"scenario: {name_or_path!r} is neither a built-in "
                             f"({', '.join(builtin_scenarios())}) nor an existing file")
+    check_size(path.stat().st_size, f"scenario file {path.name}", MAX_SCENARIO_BYTES)   # before reading it
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -93,7 +95,8 @@ def load_scenario(name_or_path: str) -> Scenario:
 
 
 def parse_scenario(data: object, source: str = "") -> Scenario:
-    """Validate a scenario dict; every error names the offending field."""
+    """Validate a scenario dict; every error names the offending field. Sizes first (counts, characters:
+    engine/limits.py), so an oversize scenario is refused before any work is done on it."""
     if not isinstance(data, dict):
         raise LabInputError("scenario: expected a JSON object")
     for key in data:
@@ -105,6 +108,8 @@ def parse_scenario(data: object, source: str = "") -> Scenario:
     for key in ("name", "prompt", "description", "negative_prompt"):
         if key in data and not isinstance(data[key], str):
             raise LabInputError(f"scenario.{key}: must be text")
+        if key in data:
+            check_text(data[key], f"scenario.{key}")
     if not data["name"].strip():
         raise LabInputError("scenario.name: must not be empty")
     if not data["prompt"].strip():
@@ -112,6 +117,7 @@ def parse_scenario(data: object, source: str = "") -> Scenario:
     build_reward(data["reward"])  # validates the spec, naming the field
     train = _input_pool(data, "train_inputs", MIN_TRAIN)
     heldout = _input_pool(data, "heldout_inputs", MIN_HELDOUT)
+    check_size(sum(len(x.encode()) for x in train + heldout), "scenario (its inputs together)", MAX_SCENARIO_BYTES)
     check_reward_inputs(data["reward"], train + heldout)  # e.g. a golden answer for every input
     prompt, old_turns = split_chatml(data["prompt"].strip())
     turns = parse_demonstrations(data.get("demonstrations", []), "scenario.demonstrations")
@@ -133,6 +139,7 @@ def parse_demonstrations(raw: object, field: str) -> tuple[tuple[str, str], ...]
     """[{"user": ..., "assistant": ...}, ...] -> ((user, assistant), ...); errors name the item and key."""
     if not isinstance(raw, list):
         raise LabInputError(f"{field}: must be a list of {{\"user\": ..., \"assistant\": ...}} objects")
+    check_count(raw, field, MAX_DEMONSTRATIONS, "demonstrations")
     turns = []
     for i, turn in enumerate(raw):
         if not isinstance(turn, dict) or set(turn) != {"user", "assistant"}:
@@ -140,6 +147,7 @@ def parse_demonstrations(raw: object, field: str) -> tuple[tuple[str, str], ...]
         for key in ("user", "assistant"):
             if not isinstance(turn[key], str) or not turn[key].strip():
                 raise LabInputError(f"{field}[{i}].{key}: must be non-empty text")
+            check_text(turn[key], f"{field}[{i}].{key}")
         turns.append((turn["user"].strip(), turn["assistant"].strip()))
     return tuple(turns)
 
@@ -166,6 +174,9 @@ def _input_pool(data: dict, key: str, minimum: int) -> list[str]:
     pool = data[key]
     if not isinstance(pool, list) or not all(isinstance(x, str) for x in pool):
         raise LabInputError(f"scenario.{key}: must be a list of strings")
+    check_count(pool, f"scenario.{key}", MAX_POOL_INPUTS)
+    for i, x in enumerate(pool):
+        check_text(x, f"scenario.{key}[{i}]")
     pool = [x.strip() for x in pool if x.strip()]
     if len(pool) < minimum:
         raise LabInputError(f"scenario.{key}: needs at least {minimum} non-empty inputs, got {len(pool)}")

@@ -16,6 +16,21 @@ LAB_STALE_AFTER_S  a running run whose worker has not written a heartbeat for th
               taken for dead and marked interrupted (a worker on this machine is checked by its pid at once).
 LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently
               used one is unloaded, and loaded again from its files when a policy needs it.
+
+A class on one lab (engine/visitors.py, engine/limits.py):
+LAB_MULTI_USER  auto (default): on when the lab is a Space (SPACE_ID set) or LAB_ADMIN_TOKEN is set; 1 / 0 force it.
+              On, visitors own their runs: only a run's owner (the browser that queued it, or its Hugging Face
+              account under OAuth) or an admin can cancel or delete it, each visitor has at most
+              LAB_MAX_QUEUED_PER_VISITOR runs waiting, and the page opens on the visitor's own run. Off
+              (single-user: a local `make run`), anyone who reaches the page may cancel or delete any run, as before.
+              The CLI is the machine's operator: it may always.
+LAB_ADMIN_TOKEN  the admin credential: pasted into the page's admin field, or given as `admin_token` to the API,
+              it may cancel and delete any run and is not held to the queue limit or the public caps.
+LAB_MAX_QUEUED_PER_VISITOR  runs one visitor may have waiting in the queue at once (default 3; multi-user only).
+LAB_PUBLIC    1: cap the costly settings (steps, samples, tokens; the table in engine/limits.py) for visitors of
+              a public deployment, and say so in the form. Default 0.
+LAB_MAX_INPUT_TOKENS  the longest input, prompt or demonstration a scenario may hold, in tokens of the model
+              (default 512; never more than half the model's context). Longer ones are refused, naming the field.
 """
 from __future__ import annotations
 
@@ -39,6 +54,11 @@ class Settings:
     max_adapters: int = 16
     worker: bool = True
     stale_after_s: float = 90.0
+    multi_user: bool = False
+    admin_token: str = ""
+    max_queued_per_visitor: int = 3
+    public: bool = False
+    max_input_tokens: int = 512
 
     @property
     def model_cache_dir(self) -> Path:
@@ -70,7 +90,19 @@ def load_settings() -> Settings:
         max_adapters=_positive_int("LAB_MAX_ADAPTERS", 16),
         worker=_flag("LAB_WORKER", True),
         stale_after_s=float(_positive_int("LAB_STALE_AFTER_S", 90)),
+        multi_user=_multi_user(),
+        admin_token=os.environ.get("LAB_ADMIN_TOKEN", "").strip(),
+        max_queued_per_visitor=_positive_int("LAB_MAX_QUEUED_PER_VISITOR", 3),
+        public=_flag("LAB_PUBLIC", False),
+        max_input_tokens=_positive_int("LAB_MAX_INPUT_TOKENS", 512),
     )
+
+
+def _multi_user() -> bool:
+    """LAB_MULTI_USER, where `auto` (or unset) means: a Space, or a lab with an admin token, has many visitors."""
+    if os.environ.get("LAB_MULTI_USER", "auto").strip().lower() in ("", "auto"):
+        return bool(os.environ.get("SPACE_ID") or os.environ.get("LAB_ADMIN_TOKEN", "").strip())
+    return _flag("LAB_MULTI_USER", False)
 
 
 def _flag(name: str, default: bool) -> bool:

@@ -101,9 +101,9 @@ def prepare_table1(scenario: Scenario, overrides: dict | None = None) -> Table1R
     return Table1Request(scenario, config)
 
 
-def create_table1_run(store, request: Table1Request, status: str = "queued") -> str:
+def create_table1_run(store, request: Table1Request, status: str = "queued", visitor: str | None = None) -> str:
     return store.create_run(EDGE, "table1", request.scenario.name, request.stored_config(), status=status,
-                            owner=OWNER if status == "running" else None)
+                            owner=OWNER if status == "running" else None, visitor=visitor)
 
 
 def run_table1(lab, request: Table1Request) -> str:
@@ -184,7 +184,7 @@ def _find_or_run(lab, task: str, method: str, scenario: Scenario, overrides: dic
         if run["config"].get("method_config") == config and run["config"].get("scenario_hash") == digest:
             return lab.store.get_run(run["run_id"]) | {"reused": True}
     child = lab.store.create_run(task, method, scenario.name, req.stored_config(), status="queued", owner=OWNER,
-                                 parent_id=parent_id)
+                                 parent_id=parent_id, visitor=lab.store.get_run(parent_id)["visitor"])
     lab.jobs.execute(child)
     run = lab.store.get_run(child)
     if run["status"] == "cancelled":

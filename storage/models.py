@@ -34,6 +34,8 @@ class Run(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)    # final numbers
     error: Mapped[str | None] = mapped_column(Text, default=None)
     owner: Mapped[str | None] = mapped_column(String(80), default=None)  # "pid@host" of the process running it
+    # who queued it (engine/visitors.py): "v:" + a token's hash or "hf:" + an account; None on older rows
+    visitor: Mapped[str | None] = mapped_column(String(120), default=None, index=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)  # its runner is alive
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)  # a chain's hops point to it

@@ -8,7 +8,7 @@ import uuid
 
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,16 +37,16 @@ class Store:
 
     # ---------- runs ----------
     def create_run(self, edge: str, method: str, scenario: str, config: dict, status: str = "queued",
-                   owner: str | None = None, parent_id: str | None = None) -> str:
+                   owner: str | None = None, parent_id: str | None = None, visitor: str | None = None) -> str:
         """A new run. A `scenario_data` in `config` is stored once in `scenarios` and the run keeps its hash;
         `get_run` gives it back in the config. A run created `running` belongs to `owner` at once (the queue
-        never claims it)."""
+        never claims it). `visitor` is who queued it (engine/visitors.py)."""
         run_id = uuid.uuid4().hex[:12]
         config, digest = self._split_scenario(config)
         now = utcnow() if status == "running" else None
         with self.session.begin() as s:
             s.add(Run(id=run_id, edge=edge, method=method, scenario=scenario[:200], config=config, status=status,
-                      owner=owner, parent_id=parent_id, scenario_hash=digest, started_at=now, heartbeat_at=now,
+                      owner=owner, parent_id=parent_id, visitor=visitor, scenario_hash=digest, started_at=now, heartbeat_at=now,
                       stage="starting" if now else ""))
         return run_id
 
@@ -97,12 +97,15 @@ class Store:
 
     def list_runs(self, scenario: str | None = None, edge: str | None = None, limit: int = 500,
                   method: str | None = None, status: str | tuple[str, ...] | None = None, model: str | None = None,
-                  order_by: str = "created", descending: bool = True, with_artifacts: bool = False) -> list[dict]:
-        """Runs matching every filter given, sorted by `order_by` (one of SORT_KEYS), newest first on ties."""
+                  order_by: str = "created", descending: bool = True, with_artifacts: bool = False,
+                  visitor: str | None = None) -> list[dict]:
+        """Runs matching every filter given, sorted by `order_by` (one of SORT_KEYS), newest first on ties.
+        `visitor`: only the runs that visitor queued."""
         if order_by not in SORT_KEYS:
             raise ValueError(f"order_by: {order_by!r} is not one of {', '.join(SORT_KEYS)}")
         q = select(Run)
-        for column, value in ((Run.scenario, scenario), (Run.edge, edge), (Run.method, method), (Run.model, model)):
+        for column, value in ((Run.scenario, scenario), (Run.edge, edge), (Run.method, method), (Run.model, model),
+                              (Run.visitor, visitor)):
             if value:
                 q = q.where(column == value)
         if status:
@@ -125,13 +128,14 @@ class Store:
 
     # ---------- the queue ----------
     def claim_next(self, owner: str) -> str | None:
-        """Take the oldest queued run for `owner`, atomically: two processes never get the same run.
+        """Take the next queued run in fair order (`_queue_order`) for `owner`, atomically: two processes never
+        get the same run.
 
         One UPDATE … WHERE status='queued' … RETURNING; on PostgreSQL the candidate row is picked with
-        FOR UPDATE SKIP LOCKED, so concurrent workers take different rows instead of waiting on one."""
+        FOR UPDATE OF runs SKIP LOCKED, so concurrent workers take different rows instead of waiting on one."""
         candidate = _queue_order().limit(1)
         if self.dialect == "postgresql":
-            candidate = candidate.with_for_update(skip_locked=True)
+            candidate = candidate.with_for_update(skip_locked=True, of=Run)
         now = utcnow()
         stmt = (update(Run).where(Run.id == candidate.scalar_subquery(), Run.status == "queued")
                 .values(status="running", owner=owner, started_at=now, heartbeat_at=now, stage="starting",
@@ -143,6 +147,24 @@ class Store:
         """Run ids waiting for a worker, in the order they will start."""
         with self.session() as s:
             return list(s.scalars(_queue_order()))
+
+    def queued_count(self, visitor: str | None) -> int:
+        """How many runs `visitor` has waiting (None: the runs queued by nobody known, one visitor together)."""
+        who = Run.visitor.is_(None) if visitor is None else Run.visitor == visitor
+        q = select(func.count()).select_from(Run).where(Run.status == "queued", Run.parent_id.is_(None), who)
+        with self.session() as s:
+            return int(s.scalar(q) or 0)
+
+    def durations(self, edge: str, method: str, limit: int = 200) -> list[tuple[dict, float]]:
+        """(method_config, wall seconds) of the newest succeeded runs of one method: what a queued run's ETA
+        is estimated from."""
+        q = (select(Run.config, Run.started_at, Run.finished_at)
+             .where(Run.edge == edge, Run.method == method, Run.status == "succeeded",
+                    Run.started_at.is_not(None), Run.finished_at.is_not(None))
+             .order_by(Run.finished_at.desc()).limit(limit))
+        with self.session() as s:
+            return [((config or {}).get("method_config") or {}, (end - start).total_seconds())
+                    for config, start, end in s.execute(q)]
 
     def request_cancel(self, run_id: str) -> str | None:
         """Cancel a queued run at once; flag a running one for the process running it. Returns what it did
@@ -286,8 +308,23 @@ class Store:
 
 
 def _queue_order():
-    """Queued work oldest first: top-level runs (a round trip's hops are run by their chain, never claimed)."""
-    return select(Run.id).where(Run.status == "queued", Run.parent_id.is_(None)).order_by(Run.created_at, Run.id)
+    """Queued work in fair order, round-robin between visitors (runs without an owner count as one visitor).
+
+    Every visitor's 1st waiting run comes before anyone's 2nd (`turn`); within a turn, the visitor served least
+    recently goes first (the latest start of its runs; never served: first of all), ties by who queued first.
+    One visitor alone gets plain oldest-first. Top-level runs only: a round trip's hops are run by their chain.
+    One SELECT with window functions, the same on SQLite (≥ 3.25) and PostgreSQL."""
+    who = func.coalesce(Run.visitor, "")
+    top = Run.parent_id.is_(None)
+    served = (select(who.label("who"), func.max(Run.started_at).label("last"))
+              .where(top, Run.started_at.is_not(None)).group_by(who).subquery())
+    waiting = (select(Run.id.label("id"), Run.created_at.label("created"), who.label("who"),
+                      func.row_number().over(partition_by=who, order_by=(Run.created_at, Run.id)).label("turn"),
+                      func.min(Run.created_at).over(partition_by=who).label("first"))
+               .where(Run.status == "queued", top).subquery())
+    return (select(Run.id).join(waiting, waiting.c.id == Run.id).outerjoin(served, served.c.who == waiting.c.who)
+            .order_by(waiting.c.turn, served.c.last.is_not(None), served.c.last, waiting.c.first, waiting.c.created,
+                      Run.id))
 
 
 def _artifact_dict(a: Artifact) -> dict:
@@ -302,7 +339,8 @@ def _run_dict(r: Run, s: Session | None = None) -> dict:
          "created_at": r.created_at.isoformat(timespec="seconds") if r.created_at else None,
          "started_at": r.started_at.isoformat(timespec="seconds") if r.started_at else None,
          "finished_at": r.finished_at.isoformat(timespec="seconds") if r.finished_at else None,
-         "duration_s": round(r.duration_s, 1) if r.duration_s is not None else None, "parent_id": r.parent_id}
+         "duration_s": round(r.duration_s, 1) if r.duration_s is not None else None, "parent_id": r.parent_id,
+         "visitor": r.visitor}
     if s is not None:
         d["artifacts"] = [_artifact_dict(a) for a in r.artifacts]
     return d

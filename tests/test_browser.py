@@ -150,3 +150,105 @@ def test_history_filters_and_exports_and_compare_draws_its_charts(seeded_server)
         expect(page.locator("#compare-table")).to_contain_text("π0 + z (prompt)")
         expect(page.locator("#compare-frontier")).to_contain_text("this compare")
         browser.close()
+
+
+ADMIN = "admin-token-for-the-browser-test"
+
+
+@pytest.fixture
+def class_server(tmp_path, model_cache_dir, monkeypatch):
+    """A shared lab (an admin token set: multi-user) whose queue only fills (LAB_WORKER=0: nothing runs), with
+    two finished context distillations to time a queued one by."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage import Run, Store
+    from storage.models import utcnow
+    st = Store(f"sqlite:///{tmp_path / 'lab.sqlite'}")
+    for seconds in (100, 140):
+        rid = st.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {"steps": 2}})
+        st.mark_started(rid, owner="1@h")
+        with st.session.begin() as s:
+            s.execute(update(Run).where(Run.id == rid).values(started_at=utcnow() - timedelta(seconds=seconds)))
+        st.mark_finished(rid, "succeeded", {"kl_after": 0.1})
+    monkeypatch.setenv("LAB_ADMIN_TOKEN", ADMIN)
+    monkeypatch.setenv("LAB_WORKER", "0")
+    for url in _serve(tmp_path, model_cache_dir):
+        yield url, st
+
+
+def _submit_tiny(page) -> str:
+    """Fill the form with a tiny distillation, press Run; the new run's id."""
+    import re
+
+    from playwright.sync_api import expect
+    expect(page.locator("#visitor-line")).to_contain_text("You are visitor", timeout=60_000)
+    _set(page, "steps", 2)
+    page.locator("#run-button").click()
+    expect(page.locator("#convert-status")).to_contain_text("Submitted run", timeout=30_000)
+    return re.search(r"Submitted run (\w+)", page.locator("#convert-status").inner_text()).group(1)
+
+
+def _shot(page, name: str) -> None:
+    """LAB_SHOTS_DIR set: a screenshot of what the page shows now, for a person to look at."""
+    if os.environ.get("LAB_SHOTS_DIR"):
+        page.screenshot(path=os.path.join(os.environ["LAB_SHOTS_DIR"], name))
+
+
+def _open_in_history(page, run_id: str) -> None:
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-whose").get_by_text("everyone").click()
+    cell = page.locator("#history-table [role=gridcell]", has_text=run_id).first
+    expect(cell).to_be_visible(timeout=30_000)
+    cell.click()
+    expect(page.locator("#history-run")).to_contain_text(run_id, timeout=30_000)
+
+
+def test_two_visitors_own_their_runs(class_server):
+    """A and B are two browsers (two BrowserStates): B opens on its own run, never A's; sees A's run under
+    "everyone" but cannot cancel or delete it; A can."""
+    from playwright.sync_api import expect, sync_playwright
+    url, st = class_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        a, b = (browser.new_context(viewport={"width": 1400, "height": 1100}, color_scheme="light").new_page()
+                for _ in range(2))
+        a.goto(url)
+        run_a = _submit_tiny(a)
+        expect(a.locator("#run-progress")).to_contain_text("queued · next in line · starts now, takes ≈ 2 min")
+        b.goto(url)
+        expect(b.locator("#visitor-line")).to_contain_text("You are visitor", timeout=60_000)
+        expect(b.locator("#run-progress")).to_contain_text("No run selected")          # never A's run
+        run_b = _submit_tiny(b)
+        expect(b.locator("#run-progress")).to_contain_text(
+            "number 2 in line (1 run ahead) · starts in ≈ 2 min, takes ≈ 2 min", timeout=30_000)
+        _shot(b, "queued-run-eta.png")
+        b.reload()
+        expect(b.locator("#run-progress")).to_contain_text(run_b, timeout=60_000)      # B's own, after a reload
+        # B sees A's run under "everyone", not under "mine"; cannot cancel it
+        _open_in_history(b, run_a)
+        expect(b.locator("#history-table")).to_contain_text("a visitor")
+        _shot(b, "history-everyone.png")
+        b.locator("#history-whose").get_by_text("mine").click()
+        expect(b.locator("#history-table")).not_to_contain_text(run_a, timeout=30_000)
+        expect(b.locator("#history-table")).to_contain_text(run_b)
+        b.get_by_role("tab", name="Convert").click()
+        expect(b.locator("#run-progress")).to_contain_text(run_a, timeout=30_000)
+        b.get_by_role("button", name="Cancel run").click()
+        expect(b.locator("#convert-status")).to_contain_text("belongs to another visitor", timeout=30_000)
+        assert st.get_run(run_a)["status"] == "queued"
+        # once A's run has finished, B cannot delete it either; A can
+        st.mark_finished(run_a, "succeeded", {"kl_after": 0.1})
+        _open_in_history(b, run_a)
+        b.locator("#history-delete").click()
+        b.locator("#history-confirm").click()
+        expect(b.locator("#history-message")).to_contain_text("Cannot delete", timeout=30_000)
+        assert st.get_run(run_a) is not None
+        _open_in_history(a, run_a)
+        a.locator("#history-delete").click()
+        a.locator("#history-confirm").click()
+        expect(a.locator("#history-message")).to_contain_text(f"Deleted run {run_a}", timeout=30_000)
+        browser.close()

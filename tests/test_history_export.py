@@ -149,3 +149,24 @@ def test_cli_export_and_delete(lab, tmp_path):
     assert p.returncode == 2 and "cancel it first" in p.stderr
     p = cli("delete", ids["cd"])
     assert p.returncode == 0 and json.loads(p.stdout)["deleted"] is True and lab.run(ids["cd"]) is None
+
+
+def test_a_runs_artifact_downloads_as_one_file(lab, tmp_path, monkeypatch, capsys):
+    import zipfile
+
+    from engine import cli
+    ids = _runs(lab)
+    adapter = lab.artifact_file(ids["cd"], tmp_path / "dl")
+    with zipfile.ZipFile(adapter) as z:                                      # the PEFT folder, and what made it
+        assert sorted(z.namelist()) == [f"{ids['cd']}-adapter/adapter_model.safetensors",
+                                        f"{ids['cd']}-adapter/triangle_lab.json"]
+        about = json.loads(z.read(f"{ids['cd']}-adapter/triangle_lab.json"))
+    assert (about["run_id"], about["edge"], about["data"]) == (ids["cd"], "prompt->parameter", {"adapter_name": "cd"})
+    prompt = lab.artifact_file(ids["search"], tmp_path / "dl")
+    assert prompt.endswith(".txt") and open(prompt).read() == "Talk like a pirate, matey.\n"
+    with pytest.raises(LabInputError, match="made no artifact to download"):
+        lab.artifact_file(ids["bon"], tmp_path / "dl")
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))                      # the CLI's `artifact`, in this process
+    monkeypatch.setenv("LAB_DB_URL", lab.settings.db_url)
+    assert cli.main(["artifact", ids["search"], "--out", str(tmp_path / "cli")]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "cli" / f"{ids['search']}-prompt.txt")

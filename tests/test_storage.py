@@ -220,3 +220,50 @@ def test_a_network_mount_opens_with_the_rollback_journal(tmp_path, monkeypatch, 
     with caplog.at_level("WARNING", logger="triangle_lab.storage"):
         st = Store(f"sqlite:///{tmp_path / 'lab.sqlite'}")
     assert journal_mode(st.engine) == "delete" and "rollback journal" in caplog.text
+
+
+# ---------- a fair queue and run owners (a class on one lab) ----------
+def _queue(st, *visitors):
+    """One queued run per visitor named, a second apart (created_at decides the order within a visitor)."""
+    ids = []
+    for i, v in enumerate(visitors):
+        rid = st.create_run("prompt->parameter", "kl", "s", {}, visitor=v)
+        with st.session.begin() as s:
+            s.execute(update(Run).where(Run.id == rid).values(created_at=utcnow() + timedelta(seconds=i)))
+        ids.append(rid)
+    return ids
+
+
+def test_the_queue_goes_round_robin_between_visitors(db_url):
+    st = Store(db_url)
+    a1, a2, a3, b1, none1, b2, c1 = _queue(st, "v:a", "v:a", "v:a", "v:b", None, "v:b", "v:c")
+    # every visitor's first waiting run before anyone's second; runs without an owner are one visitor
+    assert st.queued() == [a1, b1, none1, c1, a2, b2, a3]
+    assert st.claim_next("w@h") == a1
+    # a was served just now: b, nobody and c go first, then a again
+    assert st.queued() == [b1, none1, c1, a2, b2, a3]
+    assert [st.claim_next("w@h") for _ in range(6)] == [b1, none1, c1, a2, b2, a3]
+    assert st.queued_count("v:a") == 0
+
+
+def test_a_visitor_served_least_recently_goes_first_and_queued_runs_are_counted(db_url):
+    st = Store(db_url)
+    (old,) = _queue(st, "v:a")
+    st.claim_next("w@h")
+    a2, b1 = _queue(st, "v:a", "v:b")          # a queues again first, but was served; b never was
+    assert st.queued() == [b1, a2]
+    assert (st.queued_count("v:a"), st.queued_count("v:b"), st.queued_count(None)) == (1, 1, 0)
+    assert [r["run_id"] for r in st.list_runs(visitor="v:a")] == [a2, old]
+    assert st.get_run(old)["visitor"] == "v:a"
+
+
+def test_durations_of_finished_runs_feed_the_eta(db_url):
+    st = Store(db_url)
+    rid = st.create_run("prompt->parameter", "kl", "s", {"method_config": {"steps": 3}})
+    st.mark_started(rid, owner="1@h")
+    with st.session.begin() as s:
+        s.execute(update(Run).where(Run.id == rid).values(started_at=utcnow() - timedelta(seconds=90)))
+    st.mark_finished(rid, "succeeded", {})
+    ((config, seconds),) = st.durations("prompt->parameter", "kl")
+    assert config == {"steps": 3} and 89 < seconds < 100
+    assert st.durations("prompt->parameter", "imitation") == []

@@ -23,8 +23,14 @@ def test_progress_and_metrics_views():
     html = views.progress_html(run)
     assert "width:42%" in html and "training step 3/10" in html
     queued = {**run, "status": "queued", "progress": 0.0, "stage": ""}
-    assert "next in line" in views.progress_html(queued, 1)
-    assert "number 3 in line (2 runs ahead)" in views.progress_html(queued, 3)
+    assert "next in line" in views.progress_html(queued, {"position": 1})
+    assert "number 3 in line (2 runs ahead)" in views.progress_html(queued, {"position": 3})
+    eta = {"position": 3, "wait_s": 400.0, "run_s": 150.0, "unknown": 0}
+    assert "number 3 in line (2 runs ahead) · starts in ≈ 7 min, takes ≈ 2 min" in views.progress_html(queued, eta)
+    assert views.eta_text({**eta, "unknown": 1}).startswith("starts in ≥ 7 min (1 run ahead not timed yet)")
+    assert views.eta_text({**eta, "wait_s": None, "run_s": None, "unknown": 2}) == (
+        "starts in: unknown (no finished run of the runs ahead to time them by), its length: unknown (no finished "
+        "run of this method yet)")
     assert "Run again" in views.progress_html({**run, "status": "interrupted"})
     failed = {**run, "status": "failed", "error": "ValueError: boom\nTraceback (most recent call last): ..."}
     assert views.metrics_markdown(failed) == "**Run failed.** ValueError: boom"
