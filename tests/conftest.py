@@ -126,8 +126,9 @@ TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples
 
 # The longest files first: `make test` hands whole files to two workers in this order, so the long real runs
 # start at once and the short files fill in around them (otherwise one worker ends minutes after the other).
-LONGEST_FIRST = ("test_second_model.py", "test_reward_from_data.py", "test_parameter_reward.py", "test_chain.py",
-                 "test_parameter_to_prompt.py", "test_browser.py", "test_queue_processes.py", "test_cli.py")
+LONGEST_FIRST = ("test_table1.py", "test_second_model.py", "test_parameter_reward.py", "test_demonstrations.py",
+                 "test_reward_from_data.py", "test_chain.py", "test_browser.py", "test_parameter_to_prompt.py",
+                 "test_queue_processes.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -65,7 +65,7 @@ def discriminator_reward(host, head, pooling: str):
 def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     train, held = split_heldout(sc.expert_demonstrations, sc.heldout_inputs)
-    train = train[:config.n_train or None]
+    train, held = train[:config.n_train or None], held[:config.n_heldout or None]
     require(train, sc.name)
     reference = sc.reward()
     policy = with_adapter(f"irl-{ctx.run_id}", "InverseRLignment")

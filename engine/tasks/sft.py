@@ -54,7 +54,7 @@ def run(method: str, config: SFTConfig, ctx: RunContext) -> Result:
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     reward = sc.reward()
     train, held = split_heldout(sc.expert_demonstrations, sc.heldout_inputs)
-    train = train[:config.n_train or None]
+    train, held = train[:config.n_train or None], held[:config.n_heldout or None]
     require(train, sc.name)
     xs, ys = demonstration_ids(host, train)
     held_xs, held_ys = demonstration_ids(host, held)
