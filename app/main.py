@@ -33,7 +33,7 @@ CSS = (".lab-progress {width: 100%; min-width: 300px}"
 INTRO = ("# Triangle Lab\n"
          "Convert one way of adapting a language model into another — a prompt, a LoRA adapter, a reward model — and "
          "measure what survives, live on a small real model.\n\n"
-         "A run at its default settings takes **2–8 minutes** on 2 CPU cores (RL up to ≈ 16; round trips and Table 1 "
+         "A run at its default settings takes **2–8 minutes** on 2 CPU cores (RL up to ≈ 16 min; round trips and Table 1 "
          "chain several runs); fewer `steps` and samples make it a minute or less. Runs wait in a queue and keep "
          "going when you close the page.")
 

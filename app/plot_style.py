@@ -6,6 +6,8 @@ CHART_CSS) gives axis labels, titles and legends the theme's text colour.
 """
 from __future__ import annotations
 
+import textwrap
+
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -17,10 +19,15 @@ pio.templates["lab"] = go.layout.Template(layout=dict(
 TEMPLATE = "plotly_white+lab"   # plotly_white's fonts and colourway, the lab's background and grid
 
 
-def placeholder(text: str, height: int = 300) -> go.Figure:
+def wrapped(text: str, width: int = 24) -> str:
+    """Text in lines of at most `width` characters (plotly's <br>), so a title fits a phone's narrow panel."""
+    return "<br>".join(textwrap.wrap(text, width))
+
+
+def placeholder(text: str, height: int = 180) -> go.Figure:
     """An empty chart that says why it is empty (no run yet, no point yet) instead of showing blank axes."""
     fig = go.Figure()
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15))
+    fig.add_annotation(text=wrapped(text, 34), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), template=TEMPLATE)

@@ -12,7 +12,7 @@ from app import plots_parameter_prompt as ppz
 from app import plots_reward_from_data as prd
 from app import plots_reward_parameter as prp
 from app import plots_reward_prompt as prz
-from app.plot_style import TEMPLATE, placeholder
+from app.plot_style import TEMPLATE, placeholder, wrapped
 
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
 CURVES_BY_EDGE = {
@@ -39,14 +39,16 @@ def training_curves(points: list[dict], edge: str | None = None, empty: str = ""
     if not points and empty:
         return placeholder(empty)
     curves = CURVES_BY_EDGE.get(edge, CURVES)
-    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[t for _, t in curves], horizontal_spacing=0.08)
+    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[wrapped(t, 22) for _, t in curves],
+                        horizontal_spacing=0.08)
     df = pd.DataFrame(points or [], columns=["name", "step", "value"])
     for col, (name, _) in enumerate(curves, start=1):
         d = df[df["name"] == name]
         fig.add_trace(go.Scatter(x=d["step"], y=d["value"], mode="lines+markers", name=name,
                                  showlegend=False), row=1, col=col)
         fig.update_xaxes(title_text="N" if edge == "best-of-n" else "step", row=1, col=col)
-    fig.update_layout(height=300, margin=dict(l=40, r=20, t=40, b=40), template=TEMPLATE)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(height=300, margin=dict(l=40, r=20, t=56, b=40), template=TEMPLATE)
     return fig
 
 

@@ -101,15 +101,15 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
                       api_visibility="private")   # drawn per method: scripts use /convert (app/page_api.py)
 
     with gr.Row():
-        progress = gr.HTML(views.progress_html(None), elem_id="run-progress")
+        progress = gr.HTML(views.progress_html(None), elem_id="run-progress", min_width=320)   # wraps on a phone
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
         again_btn = gr.Button("Run again", scale=0, visible=False, elem_id="run-again")
     curves = gr.Plot(plots.training_curves([], empty=views.curves_note(None)), label="Live curves",
                      elem_id="live-curves")
     with gr.Row():
-        reward_plot = gr.Plot(label="Result", visible=False)
-        kl_plot = gr.Plot(label="Result", visible=False)
-        final = gr.Markdown(elem_id="final-metrics")
+        reward_plot = gr.Plot(label="Result", visible=False, min_width=320)
+        kl_plot = gr.Plot(label="Result", visible=False, min_width=320)
+        final = gr.Markdown(elem_id="final-metrics", min_width=320)
     generations_note = gr.Markdown(views.generations_note(None, False), elem_id="generations-empty")
     generations = gr.Dataframe(label="Side-by-side generations on held-out inputs (first sample each)",
                                wrap=True, elem_id="generations", max_height=700, visible=False,
