@@ -13,9 +13,29 @@ import gradio as gr  # noqa: E402
 
 from app import identity, page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history, tab_table1  # noqa: E402
 
+# Colours from the theme's variables where Gradio has one, so light and dark (?__theme=dark) both read
 CSS = (".lab-progress {width: 100%; min-width: 300px}"
-       " .caption p {font-size: 0.95em; color: #444; margin-top: 0}"
-       " #model-banner {background: #fff4d6; border: 1px solid #e0b04a; border-radius: 6px; padding: 0 12px}")
+       " .lab-progress-track {background: rgba(128,128,128,0.22); border-radius: 6px; height: 18px; width: 100%}"
+       " .caption p {font-size: 0.95em; color: var(--body-text-color-subdued); margin-top: 0}"
+       " #lab-intro p {margin: 0.1em 0}"
+       " #model-banner {background: #fff4d6; color: #4a3a00; border: 1px solid #e0b04a; border-radius: 6px;"
+       " padding: 0 12px}"
+       " .dark #model-banner {background: #3a2f0b; color: #f3e3b5; border-color: #a8842f}"
+       " .lab-warning {color: #b35900} .dark .lab-warning {color: #f5a35c}"
+       " .lab-token small {opacity: 0.85}"
+       # plotly writes its own text colour: titles, axes, legends and notes take the theme's instead
+       " .js-plotly-plot .main-svg :is(.gtitle, .xtitle, .ytitle, .xtick text, .ytick text, .legendtext,"
+       " .legendtitletext, .annotation-text, .bartext-outside, .cbaxis text, .colorbar .cbtitle text)"
+       " {fill: var(--body-text-color) !important}")
+
+# The first screen in two lines: what the lab is, and what a run costs (README, Benchmarks: defaults 2-8 min on 2
+# cores, RLOO 15-16 min on a CPU without fast bf16; a 2-step distillation through the form 31 s)
+INTRO = ("# Triangle Lab\n"
+         "Convert one way of adapting a language model into another — a prompt, a LoRA adapter, a reward model — and "
+         "measure what survives, live on a small real model.\n\n"
+         "A run at its default settings takes **2–8 minutes** on 2 CPU cores (RL up to ≈ 16 min; round trips and Table 1 "
+         "chain several runs); fewer `steps` and samples make it a minute or less. Runs wait in a queue and keep "
+         "going when you close the page.")
 
 
 MAX_UPLOAD = "5mb"   # any upload (a scenario file; engine/limits.py refuses a scenario over 1 MB by name)
@@ -23,8 +43,7 @@ MAX_UPLOAD = "5mb"   # any upload (a scenario file; engine/limits.py refuses a s
 
 def build_app(lab) -> gr.Blocks:
     with gr.Blocks(title="Triangle Lab") as demo:
-        gr.Markdown("# Triangle Lab\nPrompt ⇄ parameter ⇄ reward: convert one way of adapting a language "
-                    "model into another and measure what survives.")
+        gr.Markdown(INTRO, elem_id="lab-intro")
         problem = lab.model_problem()   # checked without loading: the page stays up with no model at all
         gr.Markdown(banner_text(problem), visible=bool(problem), elem_id="model-banner")
         host_line = gr.Markdown(f"Model: `{lab.model}` · loading…", elem_id="host-line")

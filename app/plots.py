@@ -12,6 +12,7 @@ from app import plots_parameter_prompt as ppz
 from app import plots_reward_from_data as prd
 from app import plots_reward_parameter as prp
 from app import plots_reward_prompt as prz
+from app.plot_style import TEMPLATE, placeholder, wrapped
 
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
 CURVES_BY_EDGE = {
@@ -32,17 +33,22 @@ POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
 
 
-def training_curves(points: list[dict], edge: str | None = None) -> go.Figure:
-    """Loss, held-out KL and reward against the optimizer step, one panel each (the edge picks which)."""
+def training_curves(points: list[dict], edge: str | None = None, empty: str = "") -> go.Figure:
+    """Loss, held-out KL and reward against the optimizer step, one panel each (the edge picks which); without
+    points and with `empty` given, a chart that says so instead of blank axes."""
+    if not points and empty:
+        return placeholder(empty)
     curves = CURVES_BY_EDGE.get(edge, CURVES)
-    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[t for _, t in curves], horizontal_spacing=0.08)
+    fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[wrapped(t, 22) for _, t in curves],
+                        horizontal_spacing=0.08)
     df = pd.DataFrame(points or [], columns=["name", "step", "value"])
     for col, (name, _) in enumerate(curves, start=1):
         d = df[df["name"] == name]
         fig.add_trace(go.Scatter(x=d["step"], y=d["value"], mode="lines+markers", name=name,
                                  showlegend=False), row=1, col=col)
         fig.update_xaxes(title_text="N" if edge == "best-of-n" else "step", row=1, col=col)
-    fig.update_layout(height=300, margin=dict(l=40, r=20, t=40, b=40), template="plotly_white")
+    fig.update_annotations(font_size=13)
+    fig.update_layout(height=300, margin=dict(l=40, r=20, t=56, b=40), template=TEMPLATE)
     return fig
 
 
@@ -53,7 +59,7 @@ def reward_bars(metrics: dict) -> go.Figure:
     fig = go.Figure(go.Bar(x=[n for n, _ in present], y=[v for _, v in present],
                            marker_color=[POLICY_COLORS[n] for n, _ in present],
                            text=[f"{v:.3f}" for _, v in present], textposition="outside"))
-    fig.update_layout(title="held-out reward by policy", height=300, template="plotly_white",
+    fig.update_layout(title="held-out reward by policy", height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40), yaxis_title="mean reward")
     _headroom(fig, [v for _, v in present])
     return fig
@@ -64,7 +70,7 @@ def kl_bars(metrics: dict, title: str = "KL to the prompted teacher (nats/token)
     items = [(k.replace("kl_", ""), metrics[k]) for k in ("kl_before", "kl_after") if metrics.get(k) is not None]
     fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items], marker_color=["#7f7f7f", "#d62728"][:len(items)],
                            text=[f"{v:.4f}" for _, v in items], textposition="outside"))
-    fig.update_layout(title=title, height=300, template="plotly_white",
+    fig.update_layout(title=title, height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40))
     _headroom(fig, [v for _, v in items])
     return fig
@@ -90,7 +96,7 @@ def triangle(edges: list[dict], selected: str | None = None) -> go.Figure:
                                  showlegend=False, hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[-0.2, 1.2])
     fig.update_yaxes(visible=False, range=[-0.2, 1.08], scaleanchor="x")
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), template="plotly_white")
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), template=TEMPLATE)
     return fig
 
 
@@ -110,7 +116,7 @@ def derived_vs_reference(samples: list[dict]) -> go.Figure:
         pts = [r for r in rows if r["policy"] == policy]
         fig.add_trace(go.Scatter(x=[r["reward"] for r in pts], y=[r["derived"] for r in pts], mode="markers",
                                  name=policy, text=[r["output"][:80] for r in pts], opacity=0.7))
-    fig.update_layout(title="derived reward vs reference reward", height=320, template="plotly_white",
+    fig.update_layout(title="derived reward vs reference reward", height=320, template=TEMPLATE,
                       xaxis_title="reference reward", yaxis_title="derived reward",
                       margin=dict(l=40, r=20, t=40, b=40))
     return fig
@@ -120,7 +126,7 @@ def metric_bars(metrics: dict, names: tuple[str, ...], title: str) -> go.Figure:
     items = [(n, metrics[n]) for n in names if isinstance(metrics.get(n), (int, float))]
     fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items],
                            text=[f"{v:.3f}" for _, v in items], textposition="outside"))
-    fig.update_layout(title=title, height=300, template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+    fig.update_layout(title=title, height=300, template=TEMPLATE, margin=dict(l=40, r=20, t=40, b=40))
     _headroom(fig, [v for _, v in items])
     return fig
 
@@ -156,6 +162,6 @@ def kl_bound_bars(results: list[dict]) -> go.Figure:
     """Best-of-N's KL bound log N − (N−1)/N for each N (nats per reply)."""
     fig = go.Figure(go.Bar(x=[f"N={r['n']}" for r in results], y=[r["kl_bound"] for r in results],
                            text=[f"{r['kl_bound']:.2f}" for r in results], textposition="outside"))
-    fig.update_layout(title="KL(π_BoN ‖ π) ≤ log N − (N−1)/N", height=300, template="plotly_white",
+    fig.update_layout(title="KL(π_BoN ‖ π) ≤ log N − (N−1)/N", height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40))
     return fig

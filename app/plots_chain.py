@@ -6,6 +6,8 @@ import math
 
 import plotly.graph_objects as go
 
+from app.plot_style import TEMPLATE
+
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
 HOP_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
@@ -56,7 +58,7 @@ def chain_figure(path: list[str], hops: list[dict], origin: dict | None = None) 
     _vertices(fig, path[0], origin)
     fig.update_xaxes(visible=False, range=[-0.35, 1.35])
     fig.update_yaxes(visible=False, range=[-0.3, 1.05], scaleanchor="x")
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=30, b=0), template="plotly_white",
+    fig.update_layout(height=420, margin=dict(l=0, r=0, t=30, b=0), template=TEMPLATE,
                       title=dict(text="after each hop: KL(π0(·|x,z) ‖ π_hop) and reward r", font=dict(size=14)))
     return fig
 
@@ -85,7 +87,7 @@ def chain_bars(hops: list[dict], origin: dict | None = None) -> go.Figure:
         fig.add_hline(y=origin["kl_base_to_origin"], line_dash="dash", line_color="#7f7f7f",
                       annotation_text="π0 without the prompt")
     fig.update_layout(title="KL to the original prompted behaviour after each hop (nats/token)", height=300,
-                      template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+                      template=TEMPLATE, margin=dict(l=40, r=20, t=40, b=40))
     return fig
 
 

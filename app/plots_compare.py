@@ -9,6 +9,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.plot_style import TEMPLATE
+
 EDGE_COLORS = {"base": "#7f7f7f", "prompt": "#17becf", "prompt->parameter": "#d62728",
                "reward->parameter": "#9467bd", "parameter->prompt": "#ff7f0e", "reward->prompt": "#8c564b",
                "parameter->reward": "#e377c2", "best-of-n": "#2ca02c"}
@@ -18,7 +20,7 @@ EDGE_NAMES = {"base": "base π0", "prompt": "π0 + prompt", "best-of-n": "best-o
               "parameter->reward": "steered by a reward"}
 SYMBOLS = {"stored": "circle", "measured": "diamond", "bound": "triangle-left"}
 SOURCE_NAMES = {"stored": "stored run", "measured": "this compare", "bound": "KL bound"}
-LAYOUT = dict(template="plotly_white", font=dict(size=14), margin=dict(l=60, r=20, t=50, b=60))
+LAYOUT = dict(template=TEMPLATE, font=dict(size=14), margin=dict(l=60, r=20, t=50, b=60))
 
 
 def edge_color(edge: str) -> str:

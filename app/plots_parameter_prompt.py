@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from app.plot_style import TEMPLATE
+
 COLORS = {"none": "#7f7f7f", "soft": "#9467bd", "readable": "#2ca02c"}
 
 
@@ -28,7 +30,7 @@ def kl_bars(metrics: dict) -> go.Figure:
                            marker_color=[COLORS[n] for n, _ in items],
                            text=[f"{v:.4f}" for _, v in items], textposition="outside"))
     fig.update_layout(title="KL(π* ‖ π0(·|x,z)), nats/token (Eq. 12; lower = closer to the adapter)",
-                      height=300, template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+                      height=300, template=TEMPLATE, margin=dict(l=40, r=20, t=40, b=40))
     top = max([v for _, v in items] or [1.0])
     fig.update_yaxes(range=[0, 1.2 * top or 1.0])
     return fig
@@ -42,7 +44,7 @@ def reward_bars(metrics: dict) -> go.Figure:
     fig = go.Figure(go.Bar(x=[n for n, _, _ in items], y=[v for _, v, _ in items],
                            marker_color=[c for _, _, c in items],
                            text=[f"{v:.3f}" for _, v, _ in items], textposition="outside"))
-    fig.update_layout(title="held-out reference reward", height=300, template="plotly_white",
+    fig.update_layout(title="held-out reference reward", height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40), yaxis_title="mean reward")
     values = [v for _, v, _ in items] or [0.0]
     lo, hi = min(0.0, *values), max(0.0, *values)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-LAYOUT = dict(height=360, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+from app.plot_style import TEMPLATE
+
+LAYOUT = dict(height=360, template=TEMPLATE, margin=dict(l=50, r=20, t=50, b=45))
 LEGEND = dict(orientation="h", y=-0.3)
 
 

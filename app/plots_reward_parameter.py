@@ -5,7 +5,9 @@ import html
 
 import plotly.graph_objects as go
 
-LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=50, r=20, t=50, b=45))
+from app.plot_style import TEMPLATE
+
+LAYOUT = dict(height=320, template=TEMPLATE, margin=dict(l=50, r=20, t=50, b=45))
 
 
 def rl_bars(metrics: dict) -> go.Figure:
@@ -50,16 +52,23 @@ def bon_curve(results: list[dict]) -> go.Figure:
     return fig
 
 
+# a colour-blind-safe diverging pair (blue / orange, as in ColorBrewer's PuOr and Tableau's diverging palette):
+# no red against green
+PREFERS_STAR, PREFERS_BASE = "33,102,172", "230,97,1"
+
+
 def token_html(rows: list[dict], limit: int = 6) -> str:
-    """Replies with each token coloured by its log-ratio log π*(y_t|·) − log π0(y_t|·): green where π* likes
-    the token more than π0, red where less."""
+    """Replies with each token coloured by its log-ratio log π*(y_t|·) − log π0(y_t|·) and the number printed under
+    it (readable without hovering, on a touch screen): blue where π* likes the token more than π0, orange where
+    less."""
     shown = [r for r in rows if r.get("token_log_ratios")][:limit]
     if not shown:
         return ""
     scale = max(max(abs(v) for v in r["token_log_ratios"]) for r in shown) or 1.0
-    parts = ["<div style='font-size:0.9em'><b>Per-token view of r* = log π*/π0</b> — "
-             "<span style='background:#b7e4b7'>green</span>: π* prefers the token, "
-             "<span style='background:#f4b6b6'>red</span>: π0 does."]
+    parts = ["<div class='lab-tokens' style='font-size:0.9em'><b>Per-token view of r* = log π*/π0</b> — "
+             f"<span style='background:rgba({PREFERS_STAR},0.5);padding:0 4px'>blue</span>: π* prefers the token, "
+             f"<span style='background:rgba({PREFERS_BASE},0.5);padding:0 4px'>orange</span>: π0 does; the number "
+             "under each token is its log π*(y_t|·) − log π0(y_t|·) in nats."]
     for r in shown:
         spans = "".join(_token_span(t, v, scale) for t, v in zip(r["tokens"], r["token_log_ratios"]))
         parts.append(f"<p><code>{html.escape(r['policy'])}</code> · {html.escape(r['input'])}<br>{spans} "
@@ -68,10 +77,14 @@ def token_html(rows: list[dict], limit: int = 6) -> str:
 
 
 def _token_span(token: str, value: float, scale: float) -> str:
+    """One token over its value, shaded by |value| relative to the largest shown."""
     a = min(abs(value) / scale, 1.0)
-    rgb = "46,160,44" if value > 0 else "214,39,40"
-    return (f"<span title='{value:+.2f}' style='background:rgba({rgb},{0.6 * a:.2f});border-radius:3px'>"
-            f"{html.escape(token)}</span>")
+    rgb = PREFERS_STAR if value > 0 else PREFERS_BASE
+    text = html.escape(token.replace("\n", "↵")) or "&nbsp;"
+    return (f"<span class='lab-token' title='{value:+.2f}' style='display:inline-block;text-align:center;"
+            f"margin:0 1px 4px 0;padding:0 2px;border-radius:3px;background:rgba({rgb},{0.6 * a:.2f})'>"
+            f"<span style='white-space:pre'>{text}</span><br><small style='font-size:0.72em'>{value:+.2f}</small>"
+            "</span>")
 
 
 def _fmt(v) -> str:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from app.plot_style import TEMPLATE
+
 CURVES = (("best_reward", "search: best train reward so far"), ("candidate_reward", "search: each prompt scored"),
           ("loss", "conditioned: training loss"))   # the live curves (metric point names)
-LAYOUT = dict(height=320, template="plotly_white", margin=dict(l=40, r=20, t=40, b=40))
+LAYOUT = dict(height=320, template=TEMPLATE, margin=dict(l=40, r=20, t=40, b=40))
 ORIGIN_COLORS = {"seed": "#1f77b4", "candidate list": "#7f7f7f", "yours": "#9467bd", "model rewrite": "#ff7f0e",
                  "edit": "#2ca02c"}
 

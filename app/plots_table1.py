@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from app.plot_style import TEMPLATE
+
 LEVER_COLORS = {"θ": "#d62728", "ψ": "#1f77b4", "L": "#2ca02c", "none": "#7f7f7f"}
 
 
@@ -33,6 +35,6 @@ def metric_vs_compute(rows: list[dict], metric_name: str = "metric") -> go.Figur
             name="joint (two levers)" if joint else "one lever", hovertemplate="%{text}: %{y:.3f}<extra></extra>"))
     fig.update_xaxes(type="log", title="compute: forward tokens (training + answering)")
     fig.update_layout(title=f"{metric_name} vs compute · colour: the lever (θ red, ψ blue, L green)",
-                      yaxis_title=metric_name, height=440, template="plotly_white",
+                      yaxis_title=metric_name, height=440, template=TEMPLATE,
                       margin=dict(l=50, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
     return fig

@@ -5,9 +5,9 @@ import json
 
 import gradio as gr
 
-from app import plots, views
-from app import plots_compare
+from app import plots, plots_compare, views
 from app import plots_reward_parameter as prp
+from app.equations import LATEX_DELIMITERS, equation_markdown
 from engine.errors import LabInputError
 
 UPLOAD = "(uploaded file)"
@@ -65,7 +65,8 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     edge_note = gr.Markdown()
     method = gr.Dropdown([m["method"] for m in lab.methods("prompt", "parameter")], value="kl", label="Method",
                          elem_id="method-dropdown")
-    equation = gr.Markdown(_equation(lab, "prompt->parameter", "kl"))
+    equation = gr.Markdown(_equation(lab, "prompt->parameter", "kl"), latex_delimiters=LATEX_DELIMITERS,
+                           elem_id="method-equation")
     if lab.settings.public:
         gr.Markdown(public_note(), elem_id="public-caps")
     status = gr.Markdown(elem_id="convert-status")
@@ -100,23 +101,26 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
                       api_visibility="private")   # drawn per method: scripts use /convert (app/page_api.py)
 
     with gr.Row():
-        progress = gr.HTML(views.progress_html(None), elem_id="run-progress")
+        progress = gr.HTML(views.progress_html(None), elem_id="run-progress", min_width=320)   # wraps on a phone
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
         again_btn = gr.Button("Run again", scale=0, visible=False, elem_id="run-again")
-    curves = gr.Plot(plots.training_curves([]), label="Live curves")
+    curves = gr.Plot(plots.training_curves([], empty=views.curves_note(None)), label="Live curves",
+                     elem_id="live-curves")
     with gr.Row():
-        reward_plot = gr.Plot(label="Result")
-        kl_plot = gr.Plot(label="Result")
-        final = gr.Markdown(elem_id="final-metrics")
+        reward_plot = gr.Plot(label="Result", visible=False, min_width=320)
+        kl_plot = gr.Plot(label="Result", visible=False, min_width=320)
+        final = gr.Markdown(elem_id="final-metrics", min_width=320)
+    generations_note = gr.Markdown(views.generations_note(None, False), elem_id="generations-empty")
     generations = gr.Dataframe(label="Side-by-side generations on held-out inputs (first sample each)",
-                               wrap=True, elem_id="generations", max_height=700,
+                               wrap=True, elem_id="generations", max_height=700, visible=False,
                                column_widths=["16%", "28%", "28%", "28%"])
     frontier = gr.Plot(label="Reward vs KL: every RL and best-of-N run of this scenario", visible=False,
                        elem_id="reward-vs-kl")
     token_view = gr.HTML(elem_id="token-view")
     with gr.Group(visible=False) as steer_box:
-        gr.Markdown("**Decoding-time steering (Eq. 7)**: log π2 = log π1 + w·(log π* − log π0). Move w = 1/β; "
-                    "the steered column regenerates from the same seed beside plain π1 (w = 0 gives π1 back).")
+        gr.Markdown(r"**Decoding-time steering (Eq. 7)**: $\log\pi_2 \propto \log\pi_1 + w\,(\log\pi^* - \log\pi_0)$. "
+                    r"Move $w = 1/\beta$; the steered column regenerates from the same seed beside plain $\pi_1$ "
+                    r"($w = 0$ gives $\pi_1$ back).", latex_delimiters=LATEX_DELIMITERS)
         with gr.Row():
             w_field = next(f for f in lab.task_fields("parameter->reward", "log-ratio") if f["name"] == "w")
             w_slider = gr.Slider(w_field["lo"], w_field["hi"], value=w_field["default"], step=0.25, label="w = 1/β",
@@ -165,25 +169,32 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         return _equation(lab, edge_name, method_name) if method_name else ""
 
     def refresh(run_id, last_sig, n_inputs):
-        """Redraw only when the run changed (status, progress or a new curve point)."""
+        """Redraw only when the run changed (status, progress or a new curve point); a running run's clock, each tick."""
         run = lab.run(run_id) if run_id else None
-        if run is None:
-            return (views.progress_html(None), gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), None,
-                    gr.update(visible=False), "", gr.update(visible=False), gr.skip(), gr.skip(),
-                    gr.update(visible=False))
+        if run is None:   # no run (or it was deleted): the empty state, drawn once
+            if last_sig == "empty":
+                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 7
+            hidden = gr.update(visible=False)
+            return (views.progress_html(None), plots.training_curves([], empty=views.curves_note(None)), hidden,
+                    hidden, "", hidden, "empty", hidden, "", hidden, gr.skip(), gr.skip(), hidden,
+                    views.generations_note(None, False))
         points = lab.points(run_id)
         eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
         sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
-        if sig == last_sig:
-            return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 6
+        if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
+            progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
+            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 7
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
         figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
         again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
-        return (views.progress_html(run, eta), plots.training_curves(points, run["edge"]), *figs,
-                views.metrics_markdown(run), views.side_by_side(samples) if done else None, sig,
-                *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again))
+        table = views.side_by_side(samples) if samples else None
+        return (views.progress_html(run, eta), plots.training_curves(points, run["edge"], views.curves_note(run)),
+                *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
+                gr.update(value=table, visible=table is not None), sig,
+                *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),
+                views.generations_note(run, table is not None))
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -221,7 +232,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
-               w_slider, steer_table, again_btn]
+               w_slider, steer_table, again_btn, generations_note]
     w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table, api_name="steer")
     n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table, api_visibility="private")
     timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden", api_visibility="private")
@@ -250,7 +261,7 @@ def _edge_extras(lab, run: dict, samples: list[dict], n_inputs: int) -> tuple:
 
 def _equation(lab, edge_name: str, method_name: str) -> str:
     m = next((m for m in lab.task_methods(edge_name) if m["method"] == method_name), None)
-    return f"**{m['title']}** — `{m['equation']}`" if m else ""
+    return equation_markdown(edge_name, method_name, m["title"], m["equation"]) if m else ""
 
 
 def _scenario_source(name: str, file) -> str:

@@ -62,3 +62,60 @@ def test_reward_model_figures_show_each_selection_rule_and_the_score_split():
     assert by_name["learned reward"] == [0.2, 0.3] and by_name["oracle (the golden metric)"] == [0.2, 0.5]
     assert by_name["policy confidence (mean log π)"] == [0.2, 0.4] and by_name["no selection (N = 1)"] == [0.2, 0.2]
     assert [list(t.x) for t in b.data] == [[1.5], [-0.5, 0.1]]      # right replies, then wrong ones
+
+
+def test_progress_line_names_the_stage_with_time_spent_and_left():
+    from datetime import datetime
+    run = {"run_id": "r1", "edge": "prompt->parameter", "method": "kl", "scenario": "s", "status": "running",
+           "progress": 0.25, "stage": "training step 3/10", "started_at": "2024-05-01T10:00:00", "duration_s": None}
+    now = datetime(2024, 5, 1, 10, 1, 40)                     # 100 s in, a quarter done: 300 s left
+    assert "running · 25% · training step 3/10 · 1 min 40 s so far, ≈ 5 min left" in views.progress_html(run, now=now)
+    early = views.progress_html({**run, "progress": 0.02, "stage": "starting"}, now=now)
+    assert "starting: loading the model and the scenario · 1 min 40 s so far, estimating the time left…" in early
+    assert views.stage_text("held-out: KL before") == "evaluating held-out: KL before"
+    assert views.stage_text("sampling the teacher on train inputs") == "sampling the teacher on train inputs"
+    done = {**run, "status": "succeeded", "progress": 1.0, "stage": "done", "duration_s": 250.4}
+    assert "succeeded · 100% · done · took 4 min 10 s" in views.progress_html(done, now=now)
+    assert views.clock(3725) == "1 h 02 min" and views.clock(42.4) == "42 s"
+
+
+def test_empty_states_say_what_comes_instead_of_blank_charts_and_tables():
+    empty = plots.training_curves([], empty=views.curves_note(None))
+    assert len(empty.data) == 0 and empty.layout.annotations[0].text.startswith("no run yet")
+    assert not empty.layout.xaxis.visible
+    assert views.generations_note(None, False).startswith("*No run yet.* Press **Run**")
+    running = {"status": "running"}
+    assert "when the run finishes" in views.generations_note(running, False)
+    assert views.generations_note({"status": "succeeded"}, True) == ""
+    assert views.curves_note(running).startswith("no point yet")
+
+
+def test_charts_have_a_transparent_background_and_grey_grid_for_light_and_dark_themes():
+    for fig in (*plots.result_figures("prompt->parameter", {"kl_before": 0.2, "kl_after": 0.05}, []),
+                plots.training_curves([{"name": "loss", "step": 1, "value": 0.5}]), plots.triangle([])):
+        layout = fig.to_plotly_json()["layout"]["template"]["layout"]
+        assert layout["paper_bgcolor"] == layout["plot_bgcolor"] == "rgba(0,0,0,0)"
+        assert layout["xaxis"]["gridcolor"] == "rgba(128,128,128,0.28)"
+
+
+def test_token_view_prints_each_value_in_a_colour_blind_safe_palette():
+    from app import plots_reward_parameter as prp
+    rows = [{"policy": "π*", "input": "hi", "tokens": ["Great", " day", "\n"], "token_log_ratios": [1.0, -0.5, 0.0],
+             "log_ratio": 0.5}]
+    html = prp.token_html(rows)
+    assert "<small style='font-size:0.72em'>+1.00</small>" in html and ">-0.50</small>" in html  # no hover needed
+    assert "↵" in html and "> day</span>" in html
+    assert f"rgba({prp.PREFERS_STAR},0.60)" in html and f"rgba({prp.PREFERS_BASE},0.30)" in html
+    assert "46,160,44" not in html and "214,39,40" not in html       # not the old green / red
+
+
+def test_every_registered_method_has_its_equation_in_latex():
+    from app import equations
+    from engine.registry import EDGES, TASKS
+    registered = {(task, m) for task, e in {**EDGES, **TASKS}.items() for m in e.methods}
+    assert registered - set(equations.LATEX) == set()
+    for key, latex in equations.LATEX.items():
+        assert latex.count("$") % 2 == 0 and latex.count("{") == latex.count("}"), key
+    assert equations.equation_markdown("prompt->reward", "contrastive", "T", "plain").startswith(
+        r"**T** — $R(x,y) = \log\frac{\pi_0(y\mid x,z^+)}")
+    assert equations.equation_markdown("new-task", "new", "New", "a = b") == "**New** — `a = b`"
