@@ -37,8 +37,10 @@ def build(lab, visitor: gr.State) -> None:
         run_btn.click(lambda s, p, who: _start(lab, s, p, who), [scenario, preset, visitor], [run_id, status],
                       api_name="table1")
         cancel_btn.click(lambda rid, who: _cancel(lab, rid, who), [run_id, visitor], [status], api_visibility="private")
-        timer.tick(lambda rid, last: _refresh(lab, rid, last), [run_id, shown], [status, chart, table, shown],
-                   api_visibility="private")
+        timer.tick(lambda rid, last, sc: _refresh(lab, rid, last, sc), [run_id, shown, scenario],
+                   [status, chart, table, shown, run_id], api_visibility="private")
+        # another scenario: show its newest table (the timer finds it), not the last one's
+        scenario.change(lambda _: (None, None), scenario, [run_id, shown], api_visibility="private")
 
 
 def _start(lab, scenario: str, preset: str, who):
@@ -71,16 +73,24 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _refresh(lab, run_id: str | None, last):
-    """Redraw only when the run moved: the status line while it runs, the chart and table once it has rows."""
+def newest_table(lab, scenario: str | None) -> str | None:
+    """The newest Table 1 of `scenario` (anyone's: finished tables are for everyone to read), or None."""
+    runs = lab.runs(edge="table1", scenario=scenario, limit=1) if scenario else []
+    return runs[0]["run_id"] if runs else None
+
+
+def _refresh(lab, run_id: str | None, last, scenario: str | None = None):
+    """Redraw only when the run moved: the status line while it runs, the chart and table once it has rows.
+    Before this visitor starts one, the tab shows the scenario's newest table."""
+    run_id = run_id or newest_table(lab, scenario)
     run = lab.run(run_id) if run_id else None
     if run is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    state = (run["status"], run.get("progress"), run.get("stage"))
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    state = (run_id, run["status"], run.get("progress"), run.get("stage"))
     if state == last:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     m = run.get("metrics") or {}
     if not m.get("rows"):
-        return views.progress_html(run), gr.skip(), gr.skip(), state
+        return views.progress_html(run), gr.skip(), gr.skip(), state, run_id
     return (views.progress_html(run), plots_table1.metric_vs_compute(m["rows"], m.get("metric_name") or "metric"),
-            rows_frame(m["rows"]), state)
+            rows_frame(m["rows"]), state, run_id)

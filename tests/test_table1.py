@@ -57,3 +57,26 @@ def test_table1_runs_every_strategy_and_a_second_call_reuses_its_runs(engine_cli
     assert all(r["reused_run"] for r in again["rows"])
     assert [r["metric"] for r in again["rows"]] == [r["metric"] for r in out["rows"]]
     assert len(json.loads(engine_cli("runs", "--json").stdout)) == n_runs + 1   # only the new table's own row
+
+
+def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settings):
+    import gradio as gr
+
+    from app import plots_table1, tab_table1
+    from engine.api import Lab
+    lab = Lab(settings=settings, host_factory=lambda: None)
+    rows = [{"strategy": "zero-shot", "theta": "fixed", "psi": "heuristic", "L": 1, "metric": 0.1, "stderr": 0.03,
+             "kl_to_base": 0.07, "wall_s": 7.0, "forward_tokens": 1960, "reused_run": False, "joint": False},
+            {"strategy": "sft+bon-learned-rm-16", "theta": "optimized", "psi": "fixed", "L": 16, "metric": 0.6,
+             "stderr": 0.1, "kl_to_base": 1.4, "wall_s": 369.0, "forward_tokens": 95892, "reused_run": True,
+             "joint": True}]
+    skipped = (gr.skip(),) * 5
+    assert tab_table1._refresh(lab, None, None, "arithmetic") == skipped   # nothing stored yet: nothing drawn
+    rid = lab.store.create_run("table1", "table1", "arithmetic", {"method_config": {}}, status="running")
+    lab.store.mark_finished(rid, "succeeded", metrics={"metric_name": "exact match", "rows": rows})
+    status, chart, table, state, shown = tab_table1._refresh(lab, None, None, "arithmetic")
+    assert shown == rid and list(table["strategy"]) == ["zero-shot", "sft+bon-learned-rm-16"]
+    assert [t.name for t in chart.data] == ["one lever", "joint (two levers)"]
+    assert chart.data[1].marker.symbol == "diamond-open" and plots_table1.lever(rows[0]) == "none"
+    assert tab_table1._refresh(lab, rid, state, "arithmetic") == skipped   # unchanged: not redrawn
+    assert tab_table1._refresh(lab, None, None, "sentiment") == skipped    # another scenario has no table
