@@ -19,8 +19,8 @@ from engine.policies import BASE, Policy, Prompt, policy_from_spec, policy_spec 
 
 Lookup = Callable[[str], "dict | None"]   # run id -> stored run (with "artifacts") or None
 KIND_FOR = {"adapter": ("adapter",), "reward": ("reward",), "policy": ("adapter", "prompt", "soft_prompt"),
-            "soft_prompt": ("soft_prompt",), "initial_adapter": ("adapter",)}
-OPTIONAL = ("reward", "soft_prompt", "initial_adapter")   # reference kinds a config may leave empty
+            "soft_prompt": ("soft_prompt",), "initial_adapter": ("adapter",), "prompt": ("prompt",)}
+OPTIONAL = ("reward", "soft_prompt", "initial_adapter", "prompt")   # reference kinds a config may leave empty
 BUILTIN_POLICIES = ("base", "prompt", "instruction", "few-shot")
 
 
@@ -34,9 +34,9 @@ def check_references(config, scenario, lookup: Lookup) -> None:
         ref = str(getattr(config, field)).strip()
         if not ref and what not in OPTIONAL:
             raise LabInputError(f"{field}: empty; give {_expected(what)}")
-        if not ref or (what == "policy" and ref in BUILTIN_POLICIES):
+        if not ref or (what in ("policy", "prompt") and ref in BUILTIN_POLICIES):
             continue
-        if what == "policy" and ref.startswith("scenario:"):
+        if what in ("policy", "prompt") and ref.startswith("scenario:"):
             _scenario_prompt(ref, field)
             continue
         stored_artifact(lookup, ref, field, KIND_FOR[what])
@@ -95,7 +95,8 @@ def artifact_policy_spec(artifact: dict, run_id: str) -> dict:
     if artifact["kind"] == "soft_prompt":
         return {"system": data.get("system"), "adapter_path": None, "soft_path": artifact["path"],
                 "label": f"soft prompt of {run_id}"}
-    return {"system": data.get("system"), "adapter_path": artifact["path"], "label": f"adapter of {run_id}"}
+    return {"system": data.get("system"), "turns": data.get("turns") or [], "adapter_path": artifact["path"],
+            "label": f"adapter of {run_id}"}
 
 
 # ---------- rewards ----------

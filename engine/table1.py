@@ -7,7 +7,7 @@ golden or the learned reward, adversarial imitation of the demonstrations — th
 (`reused_run`), else run now. Each policy is then sampled M = 16 times per held-out input in one best-of-N run
 whose selection reward is the learned outcome reward model; from those samples, exactly over subsets
 (`bon_expected`): the policy alone (L = 1), best-of-N by the golden metric (an oracle at inference) and by the
-learned reward. Compute per row = the runs that made its policy and reward (wall time, forward tokens) + the
+learned reward; the same run measures the policy's exact KL to π0 (`kl_samples`), so a second table reads it. Compute per row = the runs that made its policy and reward (wall time, forward tokens) + the
 share N/M of its evaluation run: what answering with that strategy cost here.
 
 Stored as a parent run (edge "table1") whose sub-runs are ordinary runs.
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from engine.config_pieces import opt
 from engine.errors import LabInputError, RunCancelled
-from engine.evaluation import Scored
 from engine.jobs import OWNER, prepare_task
 from engine.registry import build_config, get_task
 from engine.rl_objectives import best_of_n_kl_bound
@@ -62,6 +61,7 @@ RUNS = {
                  "max_new_tokens": 20, "head_steps": 30}}),
     "rl-golden": ("reward->parameter", "rloo", RL),
     "rl-learned-rm": ("reward->parameter", "rloo", RL),
+    "prompt-search+rl-golden": ("reward->parameter", "rloo", RL),   # RL under the searched prompt: ψ and θ
     "adversarial-imitation": ("demonstrations", "adversarial", {
         "quick": {"rounds": 2, "steps": 4, "batch_size": 4} | SMALL_EVAL, "default": {},
         "tiny": {"rounds": 1, "steps": 1, "batch_size": 2, "k": 2, "n_train": 4, "samples_per_input": 1,
@@ -76,6 +76,8 @@ POLICIES = (
     ("rl-golden", "optimized", "fixed", "rl-golden", ("rl-golden",)),
     ("rl-learned-rm", "optimized", "fixed", "rl-learned-rm", ("orm", "rl-learned-rm")),
     ("adversarial-imitation", "optimized", "fixed", "adversarial-imitation", ("adversarial-imitation",)),
+    ("prompt-search+rl-golden", "optimized", "optimized", "prompt-search+rl-golden",
+     ("prompt-search", "prompt-search+rl-golden")),
 )
 # best-of-N rows: (policy, selection, N); selection "golden" = the scenario's metric, "learned-rm" = the ORM
 SELECTIONS = [("zero-shot", "golden", 4), ("zero-shot", "golden", 16), ("zero-shot", "learned-rm", 16)] + \
@@ -165,11 +167,13 @@ def _run_settings(name: str, request: Table1Request, made: dict) -> tuple[str, s
         c = request.config
         return "best-of-n", "bon", {"policy": policy, "reward": made["orm"]["run_id"], "n": f"1,4,{M}",
                                     "n_heldout": c.n_heldout, "max_new_tokens": c.max_new_tokens,
-                                    "temperature": c.temperature, "seed": c.seed}
+                                    "temperature": c.temperature, "seed": c.seed, "kl_samples": KL_SAMPLES}
     task, method, presets = RUNS[name]
     overrides = dict(presets[request.config.preset])
     if name == "rl-learned-rm":
         overrides["reward"] = made["orm"]["run_id"]
+    if name == "prompt-search+rl-golden":
+        overrides["prompt"] = made["prompt-search"]["run_id"]
     return task, method, overrides
 
 
@@ -228,11 +232,12 @@ def _cost(runs: list[dict], pool: dict, n: int) -> tuple[float, int]:
 def _measure_rows(lab, request: Table1Request, made: dict, parent_id: str, cancel) -> list[dict]:
     rows, kl = [], {}
     for i, (strategy, theta, psi, _, behind) in enumerate(POLICIES):
-        _progress(lab, parent_id, cancel, 0.9 + 0.1 * i / len(POLICIES), f"{strategy}: exact KL to π0")
+        _progress(lab, parent_id, cancel, 0.9 + 0.1 * i / len(POLICIES), f"{strategy}: reading its samples")
         pool = made[f"pool:{strategy}"] = made[f"pool:{strategy}"] | {"samples": lab.store.samples(
             made[f"pool:{strategy}"]["run_id"])}
-        kl[strategy] = _kl_to_base(lab, pool, request.scenario)
-        rows.append(_row(strategy, theta, psi, 1, None, pool, [made[b] for b in behind], kl[strategy]))
+        kl[strategy] = pool["metrics"]["policy_kl_to_base"]   # measured by the pool run, stored with it
+        rows.append(_row(strategy, theta, psi, 1, None, pool, [made[b] for b in behind], kl[strategy])
+                    | {"joint": "+" in strategy})
     for strategy, selection, n in SELECTIONS:
         _, theta, psi, _, behind = next(p for p in POLICIES if p[0] == strategy)
         behind = list(behind) + (["orm"] if selection == "learned-rm" and "orm" not in behind else [])
@@ -254,22 +259,6 @@ def _row(strategy: str, theta: str, psi: str, n: int, selection: str | None, poo
             "kl_to_base": kl, "wall_s": round(wall, 1), "forward_tokens": tokens,
             "reused_run": all(r["reused"] for r in runs), "runs": [r["run_id"] for r in runs],
             "joint": False}
-
-
-def _kl_to_base(lab, pool: dict, scenario: Scenario) -> float:
-    """Exact KL(π ‖ π0) per token on the first KL_SAMPLES stored replies per input of π's pool."""
-    from engine.edges.reward_to_parameter import kl_to_base
-    from engine.references import resolve_policy
-    from engine.run_types import RunContext
-    host = lab.jobs.host
-    ctx = RunContext(host=host, scenario=scenario, run_id=pool["run_id"], out_dir=None,
-                     on_progress=lambda *a, **k: None, lookup=lab.store.get_run)
-    policy = resolve_policy(pool["config"]["method_config"]["policy"], ctx)
-    rows = [r for r in pool["samples"] if r["sample_index"] < KL_SAMPLES]
-    scored = Scored(policy.label, [r["input"] for r in rows], [r["output"] for r in rows],
-                    [host.reply_ids(r["output"]) for r in rows], [r["reward"] for r in rows],
-                    [r["sample_index"] for r in rows])
-    return kl_to_base(host, policy, scored)[0]
 
 
 def table1_summary(run: dict) -> dict:

@@ -87,7 +87,7 @@ def test_configs_are_built_from_shared_pieces_with_one_meaning_per_setting():
     assert (rl["steps"]["default"], cd["steps"]["default"], rl["lr"]["default"]) == (20, 40, 2e-3)
     # a form lists the method's own settings first, then the pieces' (training, LoRA, held-out, compute)
     names = list(rl)
-    assert names[:5] == ["reward", "init", "k", "beta", "temperature"] and names[-2:] == ["precision", "seed"]
+    assert names[:5] == ["reward", "init", "prompt", "k", "beta"] and names[-2:] == ["precision", "seed"]
     assert names.index("steps") < names.index("lora_rank") < names.index("n_heldout")
     with pytest.raises(LabInputError, match="lora_targets"):   # a piece's own check runs in every config
         build_config(get_method(get_edge("reward", "parameter"), "rloo"), {"lora_targets": "nosuch"})

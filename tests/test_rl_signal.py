@@ -92,3 +92,37 @@ def test_a_saturated_reward_is_told_apart_from_a_reward_no_reply_earns():
     assert text.startswith("The reward saturated: from step 5 on") and "top train reward (40" in text
     flat = low_signal_warning([0.0, 0.0, 0.1, 0.0], k=4, train_rewards=[0.0, 0.0, 0.01, 0.0])
     assert flat.startswith("Little reward signal")
+
+
+def test_rl_under_a_prompt_starts_from_pi0_with_it_and_its_adapter_answers_under_it(lab, host):
+    """"Optimized prompt + RL" (Sun et al.'s Table 1): the reference of the KL penalty is π0 + z, the stored
+    adapter records z, and a stored adapter or a missing run is refused as the prompt."""
+    from engine.edges.reward_to_parameter import prompt_data, start_policy, untrained
+    from engine.errors import LabInputError
+    from engine.policies import Policy, prompted
+    from engine.scenarios import load_scenario
+    sc = load_scenario("sentiment")
+    search = lab.store.create_run("reward->prompt", "search", "sentiment", {"method_config": {}})
+    lab.store.add_artifact(search, "prompt", "prompt", None, {"prompt_text": "Be upbeat.",
+                                                               "demonstrations": [{"user": "Hi", "assistant": "Hello!"}]})
+    lab.store.mark_finished(search, "succeeded", {})
+    ctx = SimpleNamespace(host=host, lookup=lab.store.get_run, scenario=sc)
+    start = start_policy(RLConfig(prompt=search), ctx)
+    assert (start.system, start.turns, start.adapter) == ("Be upbeat.", (("Hi", "Hello!"),), None)
+    assert start_policy(RLConfig(), ctx) is BASE and start_policy(RLConfig(prompt="instruction"), ctx).system == sc.prompt
+    trained = Policy(system="Be upbeat.", turns=(("Hi", "Hello!"),), adapter="rl-x")
+    assert untrained(trained) == Policy(system="Be upbeat.", turns=(("Hi", "Hello!"),), label="start")
+    assert untrained(with_adapter("rl-y")) is BASE            # no prompt: the reference is π0 itself
+    assert prompt_data(trained) == {"system": "Be upbeat.", "turns": [["Hi", "Hello!"]]} and prompt_data(BASE) == {}
+    # the untrained reference scores a reply as π0 + z does, not as π0
+    xs, ys = ["How was your day?"], [host.reply_ids("It was a lovely day.")]
+    z = prompted("Be upbeat.", turns=(("Hi", "Hello!"),))
+    assert host.sequence_logprobs(untrained(trained), xs, ys) == host.sequence_logprobs(z, xs, ys) != \
+        host.sequence_logprobs(BASE, xs, ys)
+    adapter_run = lab.store.create_run("reward->parameter", "rloo", "sentiment", {"method_config": {}})
+    lab.store.add_artifact(adapter_run, "adapter", "parameter", "/nowhere")
+    lab.store.mark_finished(adapter_run, "succeeded", {})
+    with pytest.raises(LabInputError, match=r"prompt: run .* made adapter, not prompt; pick a run that made a prompt"):
+        lab.prepare("reward", "parameter", "rloo", "sentiment", {"prompt": adapter_run})
+    with pytest.raises(LabInputError, match="prompt: no run"):
+        lab.prepare("reward", "parameter", "rloo", "sentiment", {"prompt": "no-such-run"})

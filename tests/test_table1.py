@@ -8,9 +8,10 @@ import pytest
 from engine.table1 import M, mean_and_stderr, per_input
 
 STRATEGIES = ["zero-shot", "few-shot", "prompt-search", "sft", "rl-golden", "rl-learned-rm", "adversarial-imitation",
-              "bon-golden-4", "bon-golden-16", "bon-learned-rm-16", "few-shot+bon-learned-rm-16",
+              "prompt-search+rl-golden", "bon-golden-4", "bon-golden-16", "bon-learned-rm-16", "few-shot+bon-learned-rm-16",
               "prompt-search+bon-learned-rm-16", "sft+bon-learned-rm-16", "rl-golden+bon-learned-rm-16",
-              "rl-learned-rm+bon-learned-rm-16", "adversarial-imitation+bon-learned-rm-16"]
+              "rl-learned-rm+bon-learned-rm-16", "adversarial-imitation+bon-learned-rm-16",
+              "prompt-search+rl-golden+bon-learned-rm-16"]
 
 
 def _samples(golden: list[float], learned: list[float], x: str = "x") -> list[dict]:
@@ -51,6 +52,13 @@ def test_table1_runs_every_strategy_and_a_second_call_reuses_its_runs(engine_cli
     assert rows["sft+bon-learned-rm-16"]["joint"] and rows["bon-golden-16"]["kl_bon_bound"] == \
         pytest.approx(math.log(M) - (M - 1) / M)
     assert rows["zero-shot"]["kl_to_base"] > 0 and rows["sft"]["theta"] == "optimized"
+    # optimized prompt + RL: the adapter was trained under the searched prompt, and answers under it
+    joint = rows["prompt-search+rl-golden"]
+    assert joint["joint"] and (joint["theta"], joint["psi"]) == ("optimized", "optimized")
+    search, rl, pool = (json.loads(engine_cli("show", rid, "--json").stdout) for rid in joint["runs"])
+    z = search["artifacts"][0]["data"]["prompt_text"]
+    assert rl["config"]["method_config"]["prompt"] == search["run_id"]
+    assert rl["artifacts"][0]["data"]["system"] == z and pool["metrics"]["policy_kl_to_base"] == joint["kl_to_base"]
     n_runs = len(json.loads(engine_cli("runs", "--json").stdout))
 
     again = json.loads(engine_cli(*args).stdout)

@@ -8,6 +8,10 @@ Objective (Eq. 1): max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]. T
 The reward is the scenario's reference reward or any reward artifact in storage (`reward` = a run id).
 The adapter starts fresh (seeded) or from another run's adapter (`init` = a run id, e.g. context
 distillation of a prompt that earns the reward: the triangle's way around a reward too sparse for RL).
+With `prompt` set (a prompt reference, e.g. a prompt search's run) the policy answers under that prompt z while
+it trains and after: π_θ(y | z, x), Sun et al.'s "optimized prompt + RL" (ψ and θ jointly). Its reference in
+the KL penalty is then where training starts, π0(y | z, x) (as RLHF regularizes to its SFT model); the reported
+`kl_to_base` is always to π0 with the neutral system message.
 Reports, held-out: reward before (π0) and after (the adapter), exact KL(π ‖ π0) per token; per step the
 train reward, loss, the reward signal (the share of groups whose rewards differ), and every `eval_every`
 steps held-out reward and KL to π0 (the reward-vs-KL curve). A run whose signal stays low says so
@@ -15,6 +19,7 @@ steps held-out reward and KL to π0 (the reward-vs-KL curve). A run whose signal
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Callable, ClassVar
@@ -26,9 +31,10 @@ from engine.artifacts import Adapter
 from engine.evaluation import Scored, held_out, kl_to_cached, reply_logprobs, sample_and_score
 from engine.kl import sequence_logprob
 from engine.lora import lora_config
-from engine.policies import BASE, Policy, with_adapter
+from engine.policies import BASE, Policy
 from engine.edges.prompt_to_parameter import shuffled_batches
-from engine.references import resolve_reward, stored_artifact
+from engine.errors import LabInputError
+from engine.references import resolve_policy, resolve_reward, stored_artifact
 from engine.rl_objectives import (
     dpo_loss,
     kl_shaped_reward,
@@ -46,7 +52,7 @@ MICRO_BATCH = 16   # sequences per forward/backward (gradients accumulate over t
 
 @dataclass(frozen=True)
 class RLConfig(Training, LoRA, HeldOut, Compute):
-    REFERENCES: ClassVar[dict] = {"reward": "reward", "init": "initial_adapter"}
+    REFERENCES: ClassVar[dict] = {"reward": "reward", "init": "initial_adapter", "prompt": "prompt"}
 
     reward: str = opt("", "Reward to maximize: empty = the scenario's reference reward, or the id of a run "
                           "that made a reward (prompt->reward, parameter->reward, ...).")
@@ -54,6 +60,9 @@ class RLConfig(Training, LoRA, HeldOut, Compute):
                         "prompt that earns the reward); training starts from its weights, rank, α and targets "
                         "(the lora_* settings are then unused). KL is still measured to π0. Empty = a fresh "
                         "LoRA.")
+    prompt: str = opt("", "The prompt z the policy answers under while it trains and after (ψ and θ jointly): "
+                          "empty = the neutral system message; `prompt`, `instruction`, `few-shot`, "
+                          "`scenario:NAME` or the id of a run that made a prompt (e.g. a prompt search).")
     k: int = opt(4, "Samples per input (the RLOO group, or the pool DPO picks best and worst from).", 2, 16)
     beta: float = opt(0.05, "KL strength β of Eq. 1 (rloo: reward − β log π/π0; dpo: DPO's β).", 0.0, 10.0)
     temperature: float = opt(1.0, "Sampling temperature of the training samples.", 0.05, 2.0)
@@ -68,9 +77,10 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     this edge's own LOSS[method]); another file's method passes its own loss (reward_to_parameter_simpo.py)."""
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     reward = resolve_reward(config.reward, ctx)
-    policy = with_adapter(f"rl-{ctx.run_id}", "trained")
-    held_base = held_out(ctx, config, BASE, reward, span=(0.0, 0.08))
-    progress(0.08, "held-out: base", step=0, points=_live_eval(config, ctx, BASE, reward))
+    start = start_policy(config, ctx)
+    policy = dataclasses.replace(start, adapter=f"rl-{ctx.run_id}", label="trained")
+    held_base = held_out(ctx, config, start, reward, span=(0.0, 0.08))
+    progress(0.08, f"held-out: {start.label}", step=0, points=_live_eval(config, ctx, start, reward))
     start_adapter(config, ctx, policy.adapter)
     try:
         signals, train_rewards = _train(loss or LOSS[method], config, ctx, policy, reward)
@@ -90,7 +100,8 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
         metrics["warnings"] = [warning]
     artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method,
                                   "reward": config.reward or "reference", "beta": config.beta,
-                                  "init": config.init.strip() or None})
+                                  "init": config.init.strip() or None, "prompt": config.prompt.strip() or None}
+                        | prompt_data(policy))
     return Result(metrics=metrics, artifact=artifact, samples=held_base.rows() + held_after.rows())
 
 
@@ -113,7 +124,30 @@ def _reference_metrics(config, sc, before: Scored, after: Scored) -> dict:
     return {"reference_reward_before": mean(before), "reference_reward_after": mean(after)}
 
 
-# ---------- the adapter, the signal ----------
+# ---------- the starting policy, the adapter, the signal ----------
+def start_policy(config: RLConfig, ctx: RunContext) -> Policy:
+    """Where training starts, and the reference of its KL penalty: π0, or π0 + z when `prompt` is set."""
+    if not config.prompt.strip() or config.prompt.strip() == "base":
+        return BASE
+    z = resolve_policy(config.prompt, ctx, "prompt")
+    if z.adapter or z.soft:
+        raise LabInputError(f"prompt: {config.prompt.strip()} is not a readable prompt (it needs an adapter or a "
+                            "soft prompt); pick a prompt search or a built-in prompt")
+    return Policy(system=z.system, turns=z.turns, label="π0 + prompt")
+
+
+def untrained(policy: Policy) -> Policy:
+    """The policy with its adapter switched off: π0 under the same prompt (π0 itself when there is none)."""
+    return BASE if not (policy.system or policy.turns) else dataclasses.replace(policy, adapter=None, label="start")
+
+
+def prompt_data(policy: Policy) -> dict:
+    """What an adapter artifact records of the prompt its policy answers under (resolved with it)."""
+    if not (policy.system or policy.turns):
+        return {}
+    return {"system": policy.system, "turns": [list(t) for t in policy.turns]}
+
+
 def start_adapter(config: RLConfig, ctx: RunContext, name: str) -> None:
     """The adapter RL trains, under `name`: a fresh seeded LoRA, or a trainable copy of run `init`'s adapter
     (the source run's files are not touched: the result is saved in this run's own directory)."""
@@ -225,7 +259,7 @@ def _rloo_loss(config, host, policy, batch: Scored) -> tuple[torch.Tensor, dict]
     """Eq. 1 with the RLOO baseline: the policy-gradient loss on KL-shaped rewards."""
     r = torch.tensor(batch.rewards, device=host.device)
     with torch.no_grad():
-        logp_ref = sequence_logps(host, BASE, batch.inputs, batch.token_ids, grad=False)
+        logp_ref = sequence_logps(host, untrained(policy), batch.inputs, batch.token_ids, grad=False)
     host.model.train()
     logp = sequence_logps(host, policy, batch.inputs, batch.token_ids, grad=True)
     shaped = kl_shaped_reward(r, logp.detach(), logp_ref, config.beta)        # (B*k,)
@@ -243,7 +277,7 @@ def _dpo_loss(config, host, policy, batch: Scored) -> tuple[torch.Tensor | None,
     idx = [i for pair in pairs for i in pair]
     xs, ys = [batch.inputs[i] for i in idx], [batch.token_ids[i] for i in idx]
     with torch.no_grad():
-        ref = sequence_logps(host, BASE, xs, ys, grad=False)
+        ref = sequence_logps(host, untrained(policy), xs, ys, grad=False)
     host.model.train()
     logp = sequence_logps(host, policy, xs, ys, grad=True)
     loss = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], config.beta)
@@ -267,7 +301,7 @@ LOSS = {"rloo": _rloo_loss, "dpo": _dpo_loss}
 def _live_eval(config, ctx, policy: Policy, reward) -> dict[str, float]:
     """Cheap points for the live curves, on the same slice every time: 12 held-out inputs × 2 samples."""
     s = held_out(ctx, config, policy, reward, seed_offset=7, n_inputs=12, n_samples=2)
-    kl, kl_seq = (0.0, 0.0) if policy.adapter is None else kl_to_base(ctx.host, policy, s)
+    kl, kl_seq = (0.0, 0.0) if policy == BASE else kl_to_base(ctx.host, policy, s)
     return {"reward": s.mean_reward, "kl_to_base": kl, "kl_to_base_seq": kl_seq}
 
 

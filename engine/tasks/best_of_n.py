@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from engine.errors import LabInputError
-from engine.evaluation import sample_and_score
+from engine.evaluation import Scored, sample_and_score
 from engine.references import resolve_policy, resolve_reward
 from engine.rl_objectives import best_of_n_kl_bound
 from engine.config_pieces import opt
@@ -36,6 +36,8 @@ class BestOfNConfig:
     temperature: float = opt(1.0, "Sampling temperature.", 0.05, 2.0)
     max_new_tokens: int = opt(40, "Longest reply sampled, in tokens.", 4, 256)
     seed: int = opt(0, "Sampling seed.", 0, 2**31 - 1)
+    kl_samples: int = opt(0, "Also measure the policy's exact KL(π ‖ π0) per token, teacher-forced on the first K "
+                             "replies of each input (0 = not measured).", 0, 256)
 
     def validate(self) -> None:
         parse_ns(self.n)
@@ -101,7 +103,19 @@ def run(method: str, config: BestOfNConfig, ctx: RunContext) -> Result:
     for row, sel in zip(rows, select):
         row["selection_reward"] = sel
     metrics = {"results": results, "n_samples": M, "n_inputs": len(xs)}
+    if config.kl_samples:
+        progress(0.99, "exact KL of the policy to π0")
+        metrics["policy_kl_to_base"] = policy_kl(host, policy, s, config.kl_samples)
     return Result(metrics=metrics, artifact=None, samples=rows)
+
+
+def policy_kl(host, policy, s: Scored, k: int) -> float:
+    """Exact KL(π ‖ π0) per reply token on the first k replies sampled per input."""
+    from engine.edges.reward_to_parameter import kl_to_base
+    keep = [i for i, j in enumerate(s.sample_index) if j < k]
+    sub = Scored(s.policy, [s.inputs[i] for i in keep], [s.outputs[i] for i in keep],
+                 [s.token_ids[i] for i in keep], [s.rewards[i] for i in keep], [s.sample_index[i] for i in keep])
+    return kl_to_base(host, policy, sub)[0]
 
 
 register(TASK, "bon", title="Best-of-N with a reward",
