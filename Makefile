@@ -17,7 +17,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: setup setup-test run test test-all bench screenshot clean
+.PHONY: setup setup-test run test test-all bench gallery screenshot clean
 
 setup: $(STAMP) $(MODEL_READY)
 
@@ -55,6 +55,11 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The example runs the lab opens with (every edge, best-of-N, a reward model from data, a round trip, a Compare) at
+# their defaults, written to assets/gallery/ (~15 min on 2 cores); commit the result.
+gallery: setup
+	$(PY) -m engine gallery --out assets/gallery
 
 bench: setup
 	$(PY) -m pip install -q -r bench/requirements-bench.txt

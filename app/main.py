@@ -34,8 +34,8 @@ INTRO = ("# Triangle Lab\n"
          "Convert one way of adapting a language model into another — a prompt, a LoRA adapter, a reward model — and "
          "measure what survives, live on a small real model.\n\n"
          "A run at its default settings takes **2–8 minutes** on 2 CPU cores (RL up to ≈ 16 min; round trips and Table 1 "
-         "chain several runs); fewer `steps` and samples make it a minute or less. Runs wait in a queue and keep "
-         "going when you close the page.")
+         "chain several runs); the **quick** preset of every method takes about a minute. Runs wait in a queue and "
+         "keep going when you close the page.")
 
 
 MAX_UPLOAD = "5mb"   # any upload (a scenario file; engine/limits.py refuses a scenario over 1 MB by name)
@@ -47,6 +47,10 @@ def build_app(lab) -> gr.Blocks:
         problem = lab.model_problem()   # checked without loading: the page stays up with no model at all
         gr.Markdown(banner_text(problem), visible=bool(problem), elem_id="model-banner")
         host_line = gr.Markdown(f"Model: `{lab.model}` · loading…", elem_id="host-line")
+        shown = gallery_markdown(lab)
+        with gr.Accordion("Examples: finished runs to open now", open=True, visible=bool(shown),
+                          elem_id="gallery"):
+            gr.Markdown(shown)
         me = identity.build(lab)   # who this browser is: its token, the admin field, the HF login
         selected_run = gr.State(None)
         with gr.Tab("Convert"):
@@ -101,14 +105,32 @@ def host_text(lab) -> str:
 def opening_run(lab, wanted: str | None, who=None) -> str | None:
     """The run the page opens on: the one a link names (`/?run=RUN_ID`) if it is stored, else the running
     or queued one, else the newest — on a shared lab (LAB_MULTI_USER) the visitor `who`'s own, never a
-    stranger's."""
+    stranger's; a visitor with none opens on the gallery's first example."""
+    from engine.gallery import examples
     if wanted and lab.run(wanted.strip()):
         return wanted.strip()
+    first_example = next((e["run_id"] for e in examples(lab)), None)
     if lab.settings.multi_user and (who is None or who.id is None):
-        return None
+        return first_example
     runs = lab.runs(visitor=who.id) if lab.settings.multi_user else lab.runs()
     active = [r for r in runs if r["status"] in ("running", "queued")]
-    return (active or runs or [{"run_id": None}])[0]["run_id"]
+    own = [r for r in runs if r.get("visitor") != "example"]
+    return (active or own or [{"run_id": first_example}])[0]["run_id"]
+
+
+def gallery_markdown(lab) -> str:
+    """The opening page's list of example runs (links that open each), with where they were made; empty
+    when the gallery is not in this lab."""
+    from engine.gallery import examples, load_bundle
+    shown = examples(lab)
+    if not shown:
+        return ""
+    p = load_bundle()["provenance"]
+    lines = [f"- [{e['title']}](?run={e['run_id']}) · {e['run']['duration_s'] or 0:.0f} s" for e in shown]
+    return ("Made by `make gallery` at each method's defaults on the built-in scenarios "
+            f"({p['model']}, {p['machine']}, {p['precision']}, commit `{p['commit'][:7]}`). Open one; steer, "
+            "compare or chain it like your own run (the Compare tab opens on a compare of their policies).\n\n"
+            + "\n".join(lines))
 
 
 def main() -> None:

@@ -34,7 +34,9 @@ SETTING_NAMES = ("n_inputs", "n_samples", "max_new_tokens", "seed")
 
 def build(lab, tab: gr.Tab | None = None) -> None:
     fields = {f["name"]: f for f in lab.compare_fields()}
-    choices, ticked, rewards, fig, note = _menu_data(lab, "sentiment", [], None)
+    from engine.gallery import example_compare
+    example = example_compare(lab)   # the gallery's compare of its example policies, shown until one is made
+    choices, ticked, rewards, fig, note = _menu_data(lab, "sentiment", (example or {}).get("choices"), example)
     gr.Markdown(INTRO)
     with gr.Row():
         scenario = gr.Dropdown(lab.compare_scenarios(), value="sentiment", label="Scenario", scale=2,
@@ -49,21 +51,23 @@ def build(lab, tab: gr.Tab | None = None) -> None:
         with gr.Row():
             settings = [_number(fields[name]) for name in SETTING_NAMES]
     run_btn = gr.Button("Compare", variant="primary", elem_id="compare-button")
-    status = gr.Markdown(elem_id="compare-status")
+    status = gr.Markdown("**Example** (from the gallery): " + _summary(example) if example else "",
+                         elem_id="compare-status")
     with gr.Row(equal_height=True):
         with gr.Column():
-            reward_plot = gr.Plot(show_label=False, elem_id="compare-rewards")
+            reward_plot = gr.Plot(pc.reward_bars(example, "") if example else None, show_label=False,
+                                  elem_id="compare-rewards")
             gr.Markdown(REWARD_CAPTION, elem_classes="caption")
         with gr.Column():
-            kl_plot = gr.Plot(show_label=False, elem_id="compare-kl")
+            kl_plot = gr.Plot(pc.kl_heatmap(example) if example else None, show_label=False, elem_id="compare-kl")
             gr.Markdown(KL_CAPTION, elem_classes="caption")
     frontier_plot = gr.Plot(fig, show_label=False, elem_id="compare-frontier")
     frontier_note = gr.Markdown(note, elem_classes="caption")
-    table = gr.Dataframe(label="Generations: one row per input and sample, one column per policy  [r = reference "
+    table = gr.Dataframe(views.compare_table(example) if example else None, label="Generations: one row per input and sample, one column per policy  [r = reference "
                                "reward, r′ = the stored reward]", wrap=True, interactive=False, max_height=600,
                          elem_id="compare-table")
     download = gr.DownloadButton("Download this compare (JSON)", visible=False, elem_id="compare-download")
-    result = gr.State(None)
+    result = gr.State(example)
 
     # ---- events ----
     def on_scenario(name, current, reward_ref, res):

@@ -82,10 +82,18 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         fields = lab.task_fields(edge_name, method_name)
         inputs = []
         with gr.Accordion("Settings", open=True):
+            preset = gr.Radio(["default", "quick"], value="default", label="Preset", elem_id="preset-radio",
+                              info="quick: a short run (about a minute on 2 CPU cores) that still shows the method's "
+                                   "effect; default: the full run. Choosing one fills in the settings below.")
             with gr.Row(equal_height=True):
                 for f in fields:
                     inputs.append(_field_input(_capped(f) if lab.settings.public else f))
         run_btn = gr.Button("Run", variant="primary", elem_id="run-button")
+
+        def fill(name):
+            values = lab.preset_values(edge_name, method_name, name)
+            return [gr.update(value=values[f["name"]]) for f in fields]
+        preset.change(fill, preset, inputs, api_visibility="private")
 
         def submit(scen, file, data, who, *values):
             overrides = {f["name"]: v for f, v in zip(fields, values) if v != f["default"]}

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("LAB_GALLERY", "0")   # measure on an empty database, not beside the gallery's runs
 
 
 def measure(lab, scenario: str, overrides: dict) -> dict:

@@ -19,6 +19,7 @@ from engine.registry import (
     get_edge,
     get_method,
     get_task,
+    preset_settings,
 )
 from engine.scenarios import builtin_scenarios, load_scenario
 from engine.settings import Settings, load_settings
@@ -39,6 +40,9 @@ class Lab:
         self.store = store or Store(self.settings.db_url)
         self.jobs = JobRunner(self.settings, self.store, host_factory or (lambda: _make_host(self.settings)),
                               chain_executor=self._execute_chain_row)
+        if self.settings.gallery:   # an empty database starts with the shipped example runs (engine/gallery.py)
+            from engine.gallery import import_gallery
+            import_gallery(self)
 
     @functools.cached_property
     def model(self) -> str:
@@ -174,6 +178,11 @@ class Lab:
     @staticmethod
     def task_fields(task: str, method: str) -> list[dict]:
         return config_fields(get_method(get_task(task), method))
+
+    @staticmethod
+    def preset_values(task: str, method: str, preset: str = "quick") -> dict:
+        """Every setting of the method under a size preset: `default` or `quick` (what the form fills in)."""
+        return preset_settings(get_method(get_task(task), method), preset)
 
     def submit(self, request: RunRequest, who: Visitor = OPERATOR) -> str:
         """Queue a run owned by `who`; this process's worker takes it (unless LAB_WORKER=0: another's)."""

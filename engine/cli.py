@@ -1,11 +1,13 @@
 """`python -m engine`: every experiment of the page, scriptable, as JSON.
 
-  convert --from prompt --to parameter --scenario sentiment [--method kl] [--set key=value ...] --json
+  convert --from prompt --to parameter --scenario sentiment [--method kl] [--preset quick] [--set key=value ...] --json
   convert --from parameter --to reward --source-run RUN_ID [--pi1 scenario:concise] [--w 1] [--preset P] --json
-  bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] --json
+  bon --scenario sentiment --n 1,2,4,8,16 [--reward RUN_ID] [--policy base] [--preset quick] --json
   reward-model --scenario arithmetic [--method outcome|pairwise|discriminator] [--policy prompt]
-               [--demonstrations FILE] [--set key=value ...] --json
-  sft --scenario arithmetic [--method sft|adversarial] [--demonstrations FILE] [--set key=value ...] --json
+               [--demonstrations FILE] [--preset quick] [--set key=value ...] --json
+  sft --scenario arithmetic [--method sft|adversarial] [--demonstrations FILE] [--preset quick] [--set ...] --json
+  (--preset quick: the method's short run, about a minute on 2 CPU cores; --set still overrides it. On log-ratio
+   --preset also takes its steering presets: proxy-tuning, contrastive-decoding, ...)
   table1 --scenario arithmetic [--preset quick|default|tiny] [--demonstrations FILE] --json   Sun et al.'s Table 1
   chain --scenario sentiment --path prompt,parameter,prompt [--methods kl,discrete] [--set N.key=value] --json
   submit --from prompt --to parameter --scenario sentiment [...]   the arguments of convert: queue the run
@@ -18,6 +20,8 @@
   delete RUN_ID
   edges --json
   info --json            model, device and the precision chosen at start-up (with the micro-benchmark)
+  gallery [--out DIR] --json   run the gallery's example runs at their defaults and write the bundle the lab
+                         imports into an empty database (`make gallery`; engine/gallery.py)
 
 Exit codes: 0 success, 2 bad input (message on stderr), 1 the run itself failed.
 """
@@ -68,6 +72,7 @@ def convert_overrides(args) -> dict[str, str]:
     return out | _given(args, *SHORTCUTS.values())
 
 
+PRESET_HELP = "default (the method's defaults) or quick (a short run: about a minute on 2 CPU cores)"
 DEMOS_HELP = ('a JSONL file of expert demonstrations, one {"input": ..., "reply": ...} a line (default: the '
               "scenario's expert_demonstrations)")
 
@@ -96,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--source-run: that run's scenario)")
         c.add_argument("--method", help="the edge's method (default: its first)")
         for flag, field in SHORTCUTS.items():
-            c.add_argument(flag, dest=field, help=f"the config field {field} (same as --set {field}=...)")
+            c.add_argument(flag, dest=field, help=PRESET_HELP + " (log-ratio: or a steering preset)" if
+                           field == "preset" else f"the config field {field} (same as --set {field}=...)")
         _add_sets(c)
     wk = sub.add_parser("worker", help="run queued runs one at a time until stopped (SIGTERM/Ctrl-C: after the "
                                        "current run); several workers can serve one database")
@@ -110,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", help="comma list of N (default 1,2,4,8,16)")
     b.add_argument("--reward", help="selection reward: a run id (default: the reference reward)")
     b.add_argument("--policy", help="base (default), prompt, scenario:NAME or a run id")
+    b.add_argument("--preset", help=PRESET_HELP)
     _add_sets(b)
     rm = sub.add_parser("reward-model", help="an outcome reward model (Sun et al. Eq. 8) learned from replies "
                                              "labelled by the scenario's golden metric, with best-of-N under it")
@@ -117,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--method", default="outcome", help="outcome (Eq. 8, default) or pairwise (Eq. 4)")
     rm.add_argument("--policy", help="prompt (default), base, scenario:NAME or a run id")
     rm.add_argument("--demonstrations", help=DEMOS_HELP)
+    rm.add_argument("--preset", help=PRESET_HELP)
     _add_sets(rm)
     sf = sub.add_parser("sft", help="a policy learned from expert demonstrations: supervised fine-tuning (Sun et "
                                     "al. §3.1.1) or adversarial imitation (§4.2, Eqs. 5–7: --method adversarial)")
     sf.add_argument("--scenario", required=True, help="built-in name or path to a scenario JSON file")
     sf.add_argument("--method", default="sft", help="sft (default) or adversarial")
     sf.add_argument("--demonstrations", help=DEMOS_HELP)
+    sf.add_argument("--preset", help=PRESET_HELP)
     _add_sets(sf)
     t1 = sub.add_parser("table1", help="Sun et al.'s Table 1 live: zero-shot, few-shot, prompt search, SFT, RL "
                                        "(golden / learned reward), best-of-N and joint strategies on one task")
@@ -169,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     i = sub.add_parser("info", help="the model host: model, device, CPU capability and the chosen precision")
     i.add_argument("--json", action="store_true")
+    g = sub.add_parser("gallery", help="run the example runs at their defaults and write the gallery bundle")
+    g.add_argument("--out", help="the bundle's folder (default: assets/gallery)")
+    g.add_argument("--json", action="store_true")
     m = sub.add_parser("prepare-model", help="convert the model once to the safetensors cache and load it")
     m.add_argument("--json", action="store_true")
     return p
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the commands that load the model: without one to load they stop before anything runs (exit 2, one line)
-MODEL_COMMANDS = {"prepare-model", "info", "convert", "bon", "reward-model", "sft", "table1", "chain", "compare"}
+MODEL_COMMANDS = {"prepare-model", "info", "gallery", "convert", "bon", "reward-model", "sft", "table1", "chain", "compare"}
 
 
 def _dispatch(args) -> int:
@@ -218,6 +230,12 @@ def _dispatch(args) -> int:
                        "total_s": round(time.perf_counter() - t0, 2)}, args.json)
     if args.command == "info":
         return _print(Lab().host_info(), args.json)
+    if args.command == "gallery":
+        from pathlib import Path
+
+        from engine.gallery import GALLERY_DIR, make_gallery
+        log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+        return _print(make_gallery(Path(args.out) if args.out else GALLERY_DIR, on_line=log), args.json)
     if args.command == "edges":
         out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
                for e in Lab.edges()]
@@ -237,7 +255,7 @@ def _dispatch(args) -> int:
         return _print({"run_id": lab.enqueue_rerun(args.run_id), "status": "queued", "rerun_of": args.run_id}, True)
     if args.command == "bon":
         lab = Lab()
-        overrides = _parse_sets(args.sets) | _given(args, "n", "reward", "policy")
+        overrides = _parse_sets(args.sets) | _given(args, "n", "reward", "policy", "preset")
         run_id = lab.run_now(lab.prepare_task("best-of-n", "bon", args.scenario, overrides))
         run = lab.run(run_id)
         _print({"run_id": run_id, "status": run["status"], "scenario": run["scenario"],
@@ -245,14 +263,15 @@ def _dispatch(args) -> int:
         return _exit_status(run)
     if args.command == "reward-model":
         lab = Lab()
-        overrides = _parse_sets(args.sets) | _given(args, "policy")
+        overrides = _parse_sets(args.sets) | _given(args, "policy", "preset")
         scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
         return _finish(lab, lab.run_now(lab.prepare_task("reward-model", args.method, scenario, overrides)),
                        args.json)
     if args.command == "sft":
         lab = Lab()
         scenario = scenario_with_demonstrations(args.scenario, args.demonstrations)
-        request = lab.prepare_task("demonstrations", args.method, scenario, _parse_sets(args.sets))
+        request = lab.prepare_task("demonstrations", args.method, scenario,
+                                   _parse_sets(args.sets) | _given(args, "preset"))
         return _finish(lab, lab.run_now(request), args.json)
     if args.command == "table1":
         from engine.table1 import table1_summary

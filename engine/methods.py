@@ -30,6 +30,10 @@ class MethodSpec:
     metrics: tuple[str, ...]       # the numbers it reports (stable CLI/JSON keys)
     artifact: str | None = None    # the kind of artifact it makes (None: none, e.g. best-of-N)
     task: str = field(default="", compare=False)
+    quick: dict = field(default_factory=dict, compare=False)   # the "quick" preset: overrides for a short run
+
+
+SIZE_PRESETS = ("default", "quick")   # `preset`: every method's own defaults, or its short run (≤ 90 s on 2 cores)
 
 
 REGISTRY: dict[str, dict[str, MethodSpec]] = {}   # task ("prompt->parameter", "best-of-n", ...) -> name -> spec
@@ -42,9 +46,11 @@ def target_vertex(task: str) -> str | None:
 
 def register(task: str, name: str, *, title: str, equation: str, config: type, run: Callable,
              metrics: tuple[str, ...], artifact: str | None = None, defaults: dict | None = None,
-             default: bool = False) -> MethodSpec:
+             default: bool = False, quick: dict | None = None) -> MethodSpec:
     """Add a method to a task of the triangle; refuses an artifact off the edge's target vertex. The task's
-    default method (the one menus open on) is the one registered with default=True, else the first."""
+    default method (the one menus open on) is the one registered with default=True, else the first. `quick`
+    is the method's quick preset: the settings of a run that finishes in about a minute on 2 CPU cores and
+    still shows the method's effect (its defaults stay the full run)."""
     if artifact is not None and artifact not in ARTIFACT_VERTEX:
         raise ValueError(f"{task} {name}: unknown artifact kind {artifact!r}; kinds are {', '.join(ARTIFACT_VERTEX)}")
     target = target_vertex(task)
@@ -53,7 +59,8 @@ def register(task: str, name: str, *, title: str, equation: str, config: type, r
                          f"not {artifact!r}")
     if name in REGISTRY.get(task, {}):
         raise ValueError(f"{task}: method {name!r} is registered twice")
-    spec = MethodSpec(name, title, equation, config, dict(defaults or {}), run, tuple(metrics), artifact, task)
+    spec = MethodSpec(name, title, equation, config, dict(defaults or {}), run, tuple(metrics), artifact, task,
+                      dict(quick or {}))
     methods = REGISTRY.setdefault(task, {})
     if default:
         REGISTRY[task] = {name: spec, **methods}

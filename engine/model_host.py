@@ -240,6 +240,19 @@ class ModelHost:
             config["base_model_name_or_path"] = hub
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
+    @contextlib.contextmanager
+    def removed_on_failure(self, name: str):
+        """Around a run that trains adapter (or soft prompt) `name`: when the block raises — a failure, a
+        cancel — `name` is taken off the host, so nothing half-trained stays loaded; a finished run keeps it."""
+        try:
+            yield
+        except BaseException:
+            if name in self.soft_prompts:
+                self.delete_soft_prompt(name)
+            else:
+                self.delete_adapter(name)
+            raise
+
     def delete_adapter(self, name: str) -> None:
         with self.lock:
             if self.peft is not None and name in self.peft.peft_config:

@@ -104,12 +104,13 @@ def matmul_timings(shapes: list[tuple[int, int]], repeats: int = 3) -> tuple[flo
 
 def machine_key(device: torch.device, shapes: list[tuple[int, int]]) -> str:
     """What the verdict depends on: CPU model and ISA, thread count, torch version and the shapes."""
-    cpu = _cpu_model()
+    cpu = cpu_model()
     parts = [cpu, capability(device), str(torch.get_num_threads()), torch.__version__, repr(shapes)]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

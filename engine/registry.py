@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.config_pieces import ordered_fields
 from engine.errors import LabInputError
-from engine.methods import REGISTRY, MethodSpec  # noqa: F401 (MethodSpec: re-exported)
+from engine.methods import REGISTRY, SIZE_PRESETS, MethodSpec  # noqa: F401 (MethodSpec: re-exported)
 
 VERTICES = ("prompt", "parameter", "reward")
 
@@ -137,7 +137,7 @@ def build_config(spec: MethodSpec, overrides: dict[str, object]):
     each checked for type and range; errors name the field and say what is allowed."""
     fields_ = {f["name"]: f for f in config_fields(spec)}
     values = {name: f["default"] for name, f in fields_.items()}
-    for key, raw in upgrade_settings(overrides, fields_).items():
+    for key, raw in upgrade_settings(with_preset(spec, overrides), fields_).items():
         if key not in fields_:
             raise LabInputError(f"{key}: unknown setting for {spec.name}; settings are {', '.join(fields_)}")
         values[key] = _coerce(fields_[key], raw)
@@ -145,6 +145,24 @@ def build_config(spec: MethodSpec, overrides: dict[str, object]):
     if hasattr(config, "validate"):  # cross-field or structured checks the config knows best
         config.validate()
     return config
+
+
+def with_preset(spec: MethodSpec, overrides: dict[str, object]) -> dict[str, object]:
+    """`overrides` with a size preset (`"preset": "quick"`) replaced by the preset's settings, under the
+    overrides given beside it. (A method's own `preset` setting — log-ratio's steering presets — never takes
+    the names default or quick, so both meanings share the key.)"""
+    name = overrides.get("preset")
+    if not spec.quick or name not in SIZE_PRESETS:
+        return overrides
+    rest = {k: v for k, v in overrides.items() if k != "preset"}
+    return (spec.quick if name == "quick" else {}) | rest
+
+
+def preset_settings(spec: MethodSpec, name: str) -> dict:
+    """Every setting of `spec` under size preset `name` (what the form fills in)."""
+    if name not in SIZE_PRESETS:
+        raise LabInputError(f"preset: {name!r} is not a preset; choose {' or '.join(SIZE_PRESETS)}")
+    return dataclasses.asdict(build_config(spec, {"preset": name}))
 
 
 def _coerce(f: dict, raw: object):

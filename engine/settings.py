@@ -31,6 +31,8 @@ LAB_PUBLIC    1: cap the costly settings (steps, samples, tokens; the table in e
               a public deployment, and say so in the form. Default 0.
 LAB_MAX_INPUT_TOKENS  the longest input, prompt or demonstration a scenario may hold, in tokens of the model
               (default 512; never more than half the model's context). Longer ones are refused, naming the field.
+LAB_GALLERY   1 (default): the first start on an empty database imports the finished example runs shipped in
+              assets/gallery/ (engine/gallery.py); 0: start empty.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class Settings:
     max_queued_per_visitor: int = 3
     public: bool = False
     max_input_tokens: int = 512
+    gallery: bool = False    # LAB_GALLERY (on by default there): import the shipped example runs into an empty database (engine/gallery.py)
 
     @property
     def model_cache_dir(self) -> Path:
@@ -95,6 +98,7 @@ def load_settings() -> Settings:
         max_queued_per_visitor=_positive_int("LAB_MAX_QUEUED_PER_VISITOR", 3),
         public=_flag("LAB_PUBLIC", False),
         max_input_tokens=_positive_int("LAB_MAX_INPUT_TOKENS", 512),
+        gallery=_flag("LAB_GALLERY", True),
     )
 
 

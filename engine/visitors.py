@@ -77,14 +77,21 @@ def api_visitor(admin_token: str, token: object, credential: object) -> Visitor:
     return visitor(admin_token, token or None, credential)
 
 
+EXAMPLE = "example"   # the owner of the gallery's example runs (engine/gallery.py)
+
+
 def may_manage(multi_user: bool, who: Visitor, run: dict) -> bool:
-    """Cancel or delete `run`: anyone in single-user mode; else its owner or an admin."""
+    """Cancel or delete `run`: anyone in single-user mode; else its owner or an admin. The gallery's example
+    runs only an admin (or the CLI)."""
+    if run.get("visitor") == EXAMPLE:
+        return who.admin
     return not multi_user or who.admin or who.owns(run)
 
 
 def check_manage(multi_user: bool, who: Visitor, run: dict, action: str) -> None:
     if not may_manage(multi_user, who, run):
-        whose = "has no owner (it is older than owners)" if not run.get("visitor") else "belongs to another visitor"
+        whose = ("is an example of the gallery" if run.get("visitor") == EXAMPLE else
+                 "has no owner (it is older than owners)" if not run.get("visitor") else "belongs to another visitor")
         raise LabInputError(f"run {run['run_id']} {whose}: only its owner or an admin (LAB_ADMIN_TOKEN) can "
                             f"{action} it")
 
@@ -94,6 +101,8 @@ def owner_label(run: dict, who: Visitor) -> str:
     owner = run.get("visitor")
     if not owner:
         return "—"
+    if owner == EXAMPLE:
+        return "example"
     if who.owns(run):
         return "you"
     return "@" + owner[3:] if owner.startswith("hf:") else "a visitor"

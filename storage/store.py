@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +49,26 @@ class Store:
                       owner=owner, parent_id=parent_id, visitor=visitor, scenario_hash=digest, started_at=now, heartbeat_at=now,
                       stage="starting" if now else ""))
         return run_id
+
+    def import_run(self, bundle: dict, visitor: str | None) -> None:
+        """A finished run from an exported bundle (`Lab.run_bundles`), under its own id, with its curves,
+        samples and artifacts, owned by `visitor` (the gallery's runs: engine/gallery.py)."""
+        config, digest = self._split_scenario(bundle["config"])
+        when = {k: datetime.fromisoformat(bundle[k]) if bundle.get(k) else None
+                for k in ("created_at", "started_at", "finished_at")}
+        with self.session.begin() as s:
+            s.add(Run(id=bundle["run_id"], edge=bundle["edge"], method=bundle["method"], scenario=bundle["scenario"],
+                      scenario_hash=digest, model=bundle.get("model"), config=config, status=bundle["status"],
+                      progress=1.0, stage="done", metrics=bundle.get("metrics") or {}, error=bundle.get("error"),
+                      visitor=visitor, parent_id=bundle.get("parent_id"), **when))
+            s.flush()
+            s.add_all(MetricPoint(run_id=bundle["run_id"], name=p["name"], step=p["step"], value=p["value"])
+                      for p in bundle.get("points") or [])
+            s.add_all(SampleRow(run_id=bundle["run_id"], **{k: r[k] for k in SAMPLE_COLUMNS if k in r},
+                                extra={k: v for k, v in r.items() if k not in SAMPLE_COLUMNS})
+                      for r in bundle.get("samples") or [])
+            s.add_all(Artifact(run_id=bundle["run_id"], kind=a["kind"], vertex=a["vertex"], path=a.get("path"),
+                               data=a.get("data") or {}) for a in bundle.get("artifacts") or [])
 
     def update_run(self, run_id: str, **fields) -> None:
         if isinstance(fields.get("stage"), str):

@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ["LAB_GALLERY"] = "0"   # every test starts on an empty database; tests/test_gallery.py imports it itself
 if os.environ.get("PYTEST_XDIST_WORKER"):   # `pytest -n 2`: one torch thread per worker, so two never fight
     os.environ["LAB_THREADS"] = "1"            # over the cores (subprocesses read it too)
     import torch

@@ -66,6 +66,18 @@ def test_a_run_that_fails_exits_1_and_is_stored_as_failed(cli):
     assert json.loads(cli("runs", "--json").stdout)[0]["status"] == "failed"
 
 
+@pytest.mark.parametrize("args, field, quick", [
+    (("submit", "--from", "reward", "--to", "parameter", "--method", "rloo", "--scenario", "sentiment"), "steps", 8),
+    (("submit", "--from", "prompt", "--to", "parameter", "--scenario", "sentiment", "--set", "steps=12"), "steps", 12),
+])
+def test_preset_quick_fills_the_short_runs_settings_and_set_still_wins(engine_cli, args, field, quick):
+    queued = engine_cli(*args, "--preset", "quick")
+    assert queued.returncode == 0, queued.stderr
+    run = json.loads(engine_cli("show", json.loads(queued.stdout)["run_id"], "--json").stdout)
+    config = run["config"]["method_config"]
+    assert config[field] == quick and config["n_heldout"] == 8 and run["status"] == "queued"
+
+
 def test_unknown_run_id_is_bad_input(engine_cli):
     p = engine_cli("show", "doesnotexist", "--json")
     assert p.returncode == 2 and "no run with id" in p.stderr

@@ -93,6 +93,16 @@ def test_arithmetic_ships_a_worked_solution_for_every_input_that_the_golden_metr
     assert parse_scenario(sc.to_dict()) == sc   # stored with a run, read back the same
 
 
+@pytest.mark.parametrize("name, floor", [("sentiment", 0.7), ("pirate", 3.0), ("concise", -0.25)])
+def test_the_other_scenarios_demonstrations_each_reach_the_reference_reward_they_were_filtered_by(name, floor):
+    """make_demonstrations.py keeps π0 + z's best reply of an input only when it reaches the floor."""
+    sc = load_scenario(name)
+    demos = sc.expert_demonstrations
+    assert len(demos) >= 64 and len({d.input for d in demos}) == len(demos)
+    assert {d.input for d in demos} <= set(sc.train_inputs) | set(sc.heldout_inputs)
+    assert min(sc.reward()([d.input for d in demos], [d.reply for d in demos])) >= floor
+
+
 def test_scenario_demonstrations_errors_name_the_item():
     data = load_scenario("sentiment").to_dict() | {"expert_demonstrations": [{"input": "x", "reply": ""}]}
     with pytest.raises(LabInputError, match=r"scenario\.expert_demonstrations\[0\]\.reply"):

@@ -67,6 +67,22 @@ def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):
     assert sum(p.numel() for p in host.model.parameters()) == n_before
 
 
+def test_a_run_that_fails_while_training_leaves_no_adapter_or_soft_prompt_and_one_that_finishes_keeps_it(host):
+    import pytest
+    host.add_lora("t-failed", lora_config(4, 8, "q_proj,v_proj"))
+    with pytest.raises(KeyboardInterrupt), host.removed_on_failure("t-failed"):
+        raise KeyboardInterrupt   # a cancel is not an Exception: it too takes the adapter off
+    host.add_soft_prompt("t-soft", torch.zeros(2, host.model.get_input_embeddings().weight.shape[1]))
+    with pytest.raises(ValueError), host.removed_on_failure("t-soft"):
+        raise ValueError("a failed step")
+    assert "t-failed" not in host.adapters and "t-soft" not in host.soft_prompts
+    host.add_lora("t-kept", lora_config(4, 8, "q_proj,v_proj"))
+    with host.removed_on_failure("t-kept"):
+        pass
+    assert "t-kept" in host.adapters
+    host.delete_adapter("t-kept")
+
+
 def test_switching_loading_and_deleting_adapters_keeps_which_ones_train(host, tmp_path):
     host.add_lora("t-frozen", lora_config(4, 8, "q_proj,v_proj"))
     saved = host.save_adapter("t-frozen", tmp_path)

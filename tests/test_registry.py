@@ -91,3 +91,26 @@ def test_configs_are_built_from_shared_pieces_with_one_meaning_per_setting():
     assert names.index("steps") < names.index("lora_rank") < names.index("n_heldout")
     with pytest.raises(LabInputError, match="lora_targets"):   # a piece's own check runs in every config
         build_config(get_method(get_edge("reward", "parameter"), "rloo"), {"lora_targets": "nosuch"})
+
+
+def test_every_method_has_a_quick_preset_of_its_own_settings_that_given_settings_override():
+    from engine.methods import REGISTRY
+    from engine.registry import preset_settings, with_preset
+    for task, methods in REGISTRY.items():
+        for name, spec in methods.items():
+            fields = {f["name"]: f for f in config_fields(spec)}
+            assert spec.quick and set(spec.quick) <= set(fields), (task, name)
+            quick, default = preset_settings(spec, "quick"), preset_settings(spec, "default")
+            changed = {k for k in quick if quick[k] != default[k]}
+            assert changed == set(spec.quick), (task, name, changed)   # each quick setting moves off the default
+            if "n_heldout" in spec.quick:                              # measured on fewer inputs, never more
+                assert 0 < quick["n_heldout"] < (default["n_heldout"] or 32), (task, name)
+    rloo = get_method(get_edge("reward", "parameter"), "rloo")
+    assert build_config(rloo, {"preset": "quick", "steps": "5"}).steps == 5            # --set beats the preset
+    assert build_config(rloo, {"preset": "quick"}).batch_size == 4 and build_config(rloo, {}).batch_size == 8
+    assert build_config(rloo, {"preset": "default"}) == build_config(rloo, {})
+    log_ratio = get_method(get_edge("parameter", "reward"), "log-ratio")
+    assert with_preset(log_ratio, {"preset": "proxy-tuning"}) == {"preset": "proxy-tuning"}   # its steering preset
+    assert with_preset(log_ratio, {"preset": "quick"}) == {"n_heldout": 8, "eval_samples": 2}
+    with pytest.raises(LabInputError, match="preset: 'fast' is not a preset; choose default or quick"):
+        preset_settings(rloo, "fast")

@@ -84,7 +84,10 @@ def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settin
     lab.store.mark_finished(rid, "succeeded", metrics={"metric_name": "exact match", "rows": rows})
     status, chart, table, state, shown = tab_table1._refresh(lab, None, None, "arithmetic")
     assert shown == rid and list(table["strategy"]) == ["zero-shot", "sft+bon-learned-rm-16"]
-    assert [t.name for t in chart.data] == ["one lever", "joint (two levers)"]
+    assert [t.name for t in chart.data] == ["one lever", "joint (two or more levers)"]
+    assert chart.data[1].text == ("SFT+BoN16",) and chart.data[1].customdata == ("sft+bon-learned-rm-16",)
+    assert [plots_table1.short_label(s) for s in ("bon-golden-4", "prompt-search+rl-golden+bon-learned-rm-16")] == \
+        ["BoN4★", "ψ*+RL+BoN16"]
     assert chart.data[1].marker.symbol == "diamond-open" and plots_table1.lever(rows[0]) == "none"
     assert tab_table1._refresh(lab, rid, state, "arithmetic") == skipped   # unchanged: not redrawn
     assert tab_table1._refresh(lab, None, None, "sentiment") == skipped    # another scenario has no table

@@ -156,7 +156,7 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
     soft = Policy(soft=f"soft-{ctx.run_id}", label="soft prompt")
     embeds = torch.nn.Parameter(init_embeddings(host, config.init_text, config.n_tokens))
     host.add_soft_prompt(soft.soft, embeds)
-    try:
+    with host.removed_on_failure(soft.soft):
         _train_soft(config, ctx, soft, embeds, train, held)
         embeds.requires_grad_(False)
         progress(0.85, "held-out: KL after")
@@ -166,9 +166,6 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
         base_s, soft_s = _rewards(config, ctx, [BASE, soft])
         path = host.save_soft_prompt(soft.soft, ctx.out_dir / "soft_prompt.safetensors",
                                      {"init_text": config.init_text, "model": host.model_name})
-    except BaseException:
-        host.delete_soft_prompt(soft.soft)
-        raise
     metrics = {"kl_before": kl_before, "kl_after": kl_after, "kl_projected": kl_projected,
                "reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
                "reward_prompt": soft_s.mean_reward}
@@ -345,8 +342,10 @@ def _score_all(ctx: RunContext, config: DiscreteConfig, train: Target, pool: lis
 register(EDGE, "soft", title="Soft prompt tuning: virtual tokens that imitate the adapter",
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
          config=SoftConfig, run=run, artifact="soft_prompt",
-         metrics=("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt"))
+         metrics=("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt"),
+         quick={"steps": 12, "n_train": 24, "eval_every": 4, "n_heldout": 8, "eval_samples": 1})
 register(EDGE, "discrete", title="Readable prompt: search over candidates scored by KL to π*",
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
          config=DiscreteConfig, run=run, artifact="prompt",
-         metrics=("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base", "reward_prompt"))
+         metrics=("kl_before", "kl_after", "kl_train_best", "reward_star", "reward_base", "reward_prompt"),
+         quick={"n_train": 4, "rounds": 1, "proposals": 4, "train_samples": 1, "n_heldout": 8, "eval_samples": 1})

@@ -199,4 +199,5 @@ register(EDGE, "log-ratio", title="log π*/π0 as a reward; decoding-time steeri
          equation="r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
          config=LogRatioConfig, run=run, artifact="reward",
          metrics=("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
-                  "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered"))
+                  "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered"),
+         quick={"n_heldout": 8, "eval_samples": 2})

@@ -61,16 +61,13 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     # 3. train the adapter (seeded LoRA init)
     torch.manual_seed(config.seed)
     host.add_lora(student.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
-    try:
+    with host.removed_on_failure(student.adapter):
         _train(method, config, ctx, student, train, teacher_tables, eval_tables, held_teacher, reward)
         # 4. after
         held_student = held_out(ctx, config, student, reward, span=(0.88, 0.96))
         progress(0.96, "held-out: KL after")
         kl_after = kl_to_cached(host, eval_tables, student, held_teacher.inputs, held_teacher.token_ids)
         out = host.save_adapter(student.adapter, ctx.out_dir)
-    except BaseException:
-        host.delete_adapter(student.adapter)
-        raise
     metrics = {"kl_before": kl_before, "kl_after": kl_after, "reward_base": held_base.mean_reward,
                "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
     metrics["gain_kept"] = gain_kept(metrics["reward_base"], metrics["reward_teacher"], metrics["reward_student"])
@@ -130,10 +127,13 @@ def _live_eval(config, ctx, policy: Policy, eval_tables, held_teacher, reward) -
 
 # ---------- the methods of this edge ----------
 _METRICS = ("kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student")
+QUICK = {"steps": 16, "n_train": 32, "teacher_samples": 1, "eval_every": 4, "n_heldout": 8, "eval_samples": 2}
 register(EDGE, "kl", title="Context distillation, full-distribution KL",
          equation="min_π E_{x,y~D} KL[π0(y|x,z) ‖ π(y|x)]   (Eq. 9)",
-         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"lr": 1e-3})
+         config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"lr": 1e-3},
+         quick=QUICK)
 register(EDGE, "imitation", title="Context distillation, imitation of teacher samples",
          equation="max_π E_{x~D, y~π0(y|x,z)} log π(y|x)   (Eq. 10)",
          config=DistillConfig, run=run, metrics=_METRICS, artifact="adapter",
-         defaults={"lr": 1e-4})   # at 1e-3 Eq. 10 over-fits the few samples and KL gets worse
+         defaults={"lr": 1e-4},   # at 1e-3 Eq. 10 over-fits the few samples and KL gets worse
+         quick=QUICK)

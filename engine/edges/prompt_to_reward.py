@@ -221,12 +221,16 @@ def _score(reward, xs: list[str], ys: list[str], ctx, lo: float, chunk: int = 32
 
 # ---------- the methods of this edge ----------
 _METRICS = ("pair_accuracy", "spearman", "n_pairs")
+QUICK = {"n_heldout": 8}   # every method of this edge (eval_samples is 2 already)
 register(EDGE, "contrastive", title="Contrastive scoring with a prompt pair",
          equation="R(x,y) = log π0(y|x,z+) − log π0(y|x,z−)   (Eq. 15)",
-         config=ContrastiveConfig, run=run, metrics=_METRICS, artifact="reward")
+         config=ContrastiveConfig, run=run, metrics=_METRICS, artifact="reward",
+         quick=QUICK)
 register(EDGE, "judge", title="Direct prompting: the model as a judge",
          equation="r(x,y) = Σ_s s · π0(s|x,y,z), s ∈ 1..9   (Eq. 14)",
-         config=JudgeConfig, run=run, metrics=_METRICS, artifact="reward")
+         config=JudgeConfig, run=run, metrics=_METRICS, artifact="reward",
+         quick=QUICK)
 register(EDGE, "bradley-terry", title="Contrastive prompting pairs → Bradley-Terry reward model",
          equation="y+ ~ π0(·|x,z+), y− ~ π0(·|x,z−);  min −log σ(r(x,y+) − r(x,y−))",
-         config=BradleyTerryConfig, run=run, metrics=_METRICS, artifact="reward")
+         config=BradleyTerryConfig, run=run, metrics=_METRICS, artifact="reward",
+         quick=QUICK | {"n_train": 32, "pairs_per_input": 2})

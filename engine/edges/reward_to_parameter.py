@@ -82,15 +82,12 @@ def run(method: str, config: RLConfig, ctx: RunContext, loss: Callable | None = 
     held_base = held_out(ctx, config, start, reward, span=(0.0, 0.08))
     progress(0.08, f"held-out: {start.label}", step=0, points=_live_eval(config, ctx, start, reward))
     start_adapter(config, ctx, policy.adapter)
-    try:
+    with host.removed_on_failure(policy.adapter):
         signals, train_rewards = _train(loss or LOSS[method], config, ctx, policy, reward)
         held_after = held_out(ctx, config, policy, reward, span=(0.9, 0.96))
         progress(0.96, "held-out: KL to π0")
         kl, kl_seq = kl_to_base(host, policy, held_after)
         out = host.save_adapter(policy.adapter, ctx.out_dir)
-    except BaseException:
-        host.delete_adapter(policy.adapter)
-        raise
     metrics = {"reward_before": held_base.mean_reward, "reward_after": held_after.mean_reward, "kl_to_base": kl,
                "kl_to_base_seq": kl_seq}
     metrics |= _reference_metrics(config, sc, held_base, held_after)
@@ -307,10 +304,13 @@ def _live_eval(config, ctx, policy: Policy, reward) -> dict[str, float]:
 
 # ---------- the methods of this edge ----------
 _METRICS = ("reward_before", "reward_after", "kl_to_base")
+QUICK = {"steps": 8, "batch_size": 4, "eval_every": 4, "n_heldout": 8, "eval_samples": 2}   # every RL method
 register(EDGE, "rloo", title="KL-regularized policy gradient (RLOO)",
          equation="max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
-         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.05})
+         config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.05},
+         quick=QUICK)
 register(EDGE, "dpo", title="Online DPO on best-vs-worst samples",
          equation="min −log σ(β[log π/π0 (y_best) − log π/π0 (y_worst)])   (Eq. 1's implicit form)",
          config=RLConfig, run=run, metrics=_METRICS, artifact="adapter",
-         defaults={"beta": 0.1})   # lr 2e-3 too: Adam steps ~lr whatever the loss scale; 5e-4 gained only +0.08
+         defaults={"beta": 0.1},   # lr 2e-3 too: Adam steps ~lr whatever the loss scale; 5e-4 gained only +0.08
+         quick=QUICK)

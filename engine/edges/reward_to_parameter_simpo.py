@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.methods import register
-from engine.edges.reward_to_parameter import EDGE, RLConfig, best_worst_pairs, run, sequence_logps
+from engine.edges.reward_to_parameter import EDGE, QUICK, RLConfig, best_worst_pairs, run, sequence_logps
 from engine.config_pieces import opt
 
 
@@ -57,4 +57,5 @@ register(EDGE, "simpo", title="SimPO: reference-free, length-normalized preferen
          equation="min −log σ(β/|y_w| log π(y_w|x) − β/|y_l| log π(y_l|x) − γ)   (SimPO, Eq. 6)",
          config=SimPOConfig, run=lambda method, config, ctx: run(method, config, ctx, loss=simpo_step),
          metrics=("reward_before", "reward_after", "kl_to_base"), artifact="adapter",
-         defaults={"beta": 2.0, "lr": 2e-3})
+         defaults={"beta": 2.0, "lr": 2e-3},
+         quick=QUICK)

@@ -50,15 +50,12 @@ def run_conditioned(config: ConditionedConfig, ctx: RunContext) -> Result:
     thresholds = level_thresholds(data.rewards, levels, k)
     torch.manual_seed(config.seed)
     host.add_lora(name, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
-    try:
+    with host.removed_on_failure(name):
         _train(config, ctx, name, data, levels, reward)
         held_base = held_out(ctx, config, BASE, reward, span=(0.75, 0.8))
         by_level = [held_out(ctx, config, level_policy(config, name, s), reward,
                              span=(0.8 + 0.2 * (s - 1) / k, 0.8 + 0.2 * s / k)) for s in range(1, k + 1)]
         out = host.save_adapter(name, ctx.out_dir)
-    except BaseException:
-        host.delete_adapter(name)
-        raise
     metrics = _level_metrics(by_level, thresholds, data.rewards, levels, k) | {"reward_base": held_base.mean_reward,
                                                                                "n_train_samples": len(levels)}
     # the prompt vertex: the control prompt z(s) of the top level, which works through the adapter trained with
@@ -145,4 +142,5 @@ def _logits(config: ConditionedConfig, host, name: str, level: int, xs, ys):
 register(EDGE, "conditioned", title="Reward-conditioned training with control prompts z(s)",
          equation="max_{π,z} E_{(x,y)~D}[π(y|x, z(r(x,y)))]   (Eq. 17)",
          config=ConditionedConfig, run=lambda method, config, ctx: run_conditioned(config, ctx), artifact="prompt",
-         metrics=("levels", "reward_by_level", "spearman_level_vs_reward"))
+         metrics=("levels", "reward_by_level", "spearman_level_vs_reward"),
+         quick={"steps": 16, "n_train": 32, "n_heldout": 8})

@@ -164,4 +164,5 @@ def candidate_rows(pool: list[Candidate]) -> list[dict]:
 register(EDGE, "search", title="Prompt search maximizing expected reward",
          equation="max_z E_{x~D, y~π0(·|x,z)}[r(x,y)]   (Eq. 16)",
          config=SearchConfig, run=lambda method, config, ctx: run_search(config, ctx), artifact="prompt",
-         metrics=("reward_none", "reward_seed", "reward_best"), default=True)
+         metrics=("reward_none", "reward_seed", "reward_best"), default=True,
+         quick={"budget": 150, "search_inputs": 8, "n_heldout": 8})

@@ -73,7 +73,7 @@ def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     rounds, head = [], None
-    try:
+    with host.removed_on_failure(policy.adapter):
         for r in range(config.rounds):
             lo, hi = 0.06 + 0.84 * r / config.rounds, 0.06 + 0.84 * (r + 1) / config.rounds
             host.model.eval()
@@ -89,9 +89,6 @@ def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
         progress(0.95, "held-out: KL to π0, the last discriminator")
         kl, kl_seq = kl_to_base(host, policy, held_after)
         out = host.save_adapter(policy.adapter, ctx.out_dir)
-    except BaseException:
-        host.delete_adapter(policy.adapter)
-        raise
     r_after = discriminator_reward(host, head, config.pooling)(held_after.inputs, held_after.outputs)
     metrics = {"reference_reward_before": held_base.mean_reward, "reference_reward_after": held_after.mean_reward,
                "kl_to_base": kl, "kl_to_base_seq": kl_seq, "rounds": rounds,
@@ -110,4 +107,5 @@ register(TASK, "adversarial", title="Adversarial imitation (InverseRLignment): r
          equation="max_ω Eq. 6 ⇄ max_π E_π[log D_ω(y|x) − log(1 − D_ω(y|x))]   (Sun et al. Eqs. 5–7)",
          config=AdversarialConfig, run=run,
          metrics=("reference_reward_before", "reference_reward_after", "kl_to_base", "heldout_accuracy"),
-         artifact="adapter")
+         artifact="adapter",
+         quick={"rounds": 2, "steps": 3, "batch_size": 4, "n_train": 16, "n_heldout": 8, "eval_samples": 2})

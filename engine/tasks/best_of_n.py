@@ -120,4 +120,5 @@ def policy_kl(host, policy, s: Scored, k: int) -> float:
 
 register(TASK, "bon", title="Best-of-N with a reward",
          equation="y = argmax_{y_1..y_N ~ π} r(x, y_i);  KL(π_BoN ‖ π) ≤ log N − (N−1)/N",
-         config=BestOfNConfig, run=run, metrics=("results",))
+         config=BestOfNConfig, run=run, metrics=("results",),
+         quick={"n": "1,2,4,8", "n_heldout": 8})

@@ -120,4 +120,5 @@ register(TASK, "discriminator", title="Adversarial discriminator: demonstrations
          equation="max_ω E_demo[log D_ω(y|x)] + E_π[log(1 − D_ω(y|x))] (Eq. 6);  r_ω = log D − log(1 − D) (Eq. 7)",
          config=DiscriminatorConfig, run=run,
          metrics=("heldout_accuracy", "heldout_auc", "agreement_spearman", "agreement_pair_accuracy"),
-         artifact="reward")
+         artifact="reward",
+         quick={"n_train": 32, "n_heldout": 8, "head_steps": 150})

@@ -187,9 +187,12 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
 
 # ---------- the methods of this task ----------
 _METRICS = ("auc", "pair_accuracy", "auc_confidence", "pair_accuracy_confidence", "bon")
+QUICK = {"n_train": 32, "samples_per_input": 4, "heldout_samples": 4, "n": "1,2,4", "n_heldout": 8}   # both methods
 register(TASK, "outcome", title="Outcome reward model (ORM) from golden-labelled replies",
          equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −E_{E=1}[log σ(r_ω)] − E_{E=0}[log(1 − σ(r_ω))] (Eq. 8)",
-         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward", default=True)
+         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward", default=True,
+         quick=QUICK)
 register(TASK, "pairwise", title="Bradley-Terry on right-vs-wrong replies of the same input",
          equation="E(y,y*) ∈ {0,1} (Eq. 9);  min_ω −Σ log σ(r_ω(x,y+) − r_ω(x,y−)), E(y+)=1, E(y−)=0 (Eq. 4)",
-         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward")
+         config=OutcomeRMConfig, run=run, metrics=_METRICS, artifact="reward",
+         quick=QUICK)

@@ -70,7 +70,7 @@ def run(method: str, config: SFTConfig, ctx: RunContext) -> Result:
     progress(0.1, "held-out: base", step=0, points=live(BASE))
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
-    try:
+    with host.removed_on_failure(policy.adapter):
         batches = shuffled_batches(len(xs), config.batch_size, random.Random(config.seed))
         host.model.train()
 
@@ -87,9 +87,6 @@ def run(method: str, config: SFTConfig, ctx: RunContext) -> Result:
         kl, kl_seq = kl_to_base(host, policy, held_after)
         nll_after = demonstration_nll(host, policy, held_xs, held_ys)
         out = host.save_adapter(policy.adapter, ctx.out_dir)
-    except BaseException:
-        host.delete_adapter(policy.adapter)
-        raise
     metrics = {"reward_base": held_base.mean_reward, "reward_sft": held_after.mean_reward, "kl_to_base": kl,
                "kl_to_base_seq": kl_seq, "nll_before": nll_before, "nll_after": nll_after,
                "n_demonstrations": len(train), "n_heldout_demonstrations": len(held)}
@@ -101,4 +98,5 @@ def run(method: str, config: SFTConfig, ctx: RunContext) -> Result:
 register(TASK, "sft", title="Supervised fine-tuning on expert demonstrations",
          equation="min_θ −E_{(x,y*)~D_demo} log π_θ(y*|x)   (Sun et al. §3.1.1)",
          config=SFTConfig, run=run, metrics=("reward_base", "reward_sft", "kl_to_base", "nll_before", "nll_after"),
-         artifact="adapter", default=True)
+         artifact="adapter", default=True,
+         quick={"steps": 20, "eval_every": 5, "n_heldout": 8, "eval_samples": 2})
