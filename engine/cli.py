@@ -233,9 +233,10 @@ def _dispatch(args) -> int:
     if args.command == "gallery":
         from pathlib import Path
 
-        from engine.gallery import GALLERY_DIR, make_gallery
+        from engine.gallery import GALLERY_DIR, gallery_settings, make_gallery
         log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-        return _print(make_gallery(Path(args.out) if args.out else GALLERY_DIR, on_line=log), args.json)
+        lab = Lab(settings=gallery_settings(load_settings()))
+        return _print(make_gallery(lab, Path(args.out) if args.out else GALLERY_DIR, on_line=log), args.json)
     if args.command == "edges":
         out = [{**e, "methods": {m: {"fields": Lab.method_fields(e["from"], e["to"], m)} for m in e["methods"]}}
                for e in Lab.edges()]

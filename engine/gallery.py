@@ -60,24 +60,23 @@ COMPARE = ("sentiment", ("base", "prompt", "@distill", "@soft-prompt", "@rl", "@
 
 
 # ---------- making the bundle ----------
-def make_gallery(out_dir: Path = GALLERY_DIR, work_dir: Path | None = None, on_line=print) -> dict:
-    """Run every example at its defaults in a data directory of its own and write the bundle to `out_dir`."""
+def gallery_settings(base, work_dir: Path | None = None):
+    """Settings for making the gallery: a data directory of its own (beside `base`'s model cache), empty."""
     import dataclasses
     import tempfile
-
-    from engine.api import Lab
-    from engine.chain import prepare_chain, run_chain
-    from engine.scenarios import load_scenario
-    from engine.settings import load_settings
-    base = load_settings()
     work = Path(work_dir or tempfile.mkdtemp(prefix="gallery-"))
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "model-cache"
     if not cache.exists():
         cache.symlink_to(base.model_cache_dir.resolve(), target_is_directory=True)
-    settings = dataclasses.replace(base, data_dir=work, db_url=f"sqlite:///{work / 'lab.sqlite'}", gallery=False,
-                                   multi_user=False, public=False)
-    lab = Lab(settings=settings)
+    return dataclasses.replace(base, data_dir=work, db_url=f"sqlite:///{work / 'lab.sqlite'}", gallery=False,
+                               multi_user=False, public=False)
+
+
+def make_gallery(lab, out_dir: Path = GALLERY_DIR, on_line=print) -> dict:
+    """Run every example at its defaults in `lab` (made on `gallery_settings`) and write the bundle to `out_dir`."""
+    from engine.chain import prepare_chain, run_chain
+    from engine.scenarios import load_scenario
     t0 = time.perf_counter()
     ids: dict[str, str] = {}
     examples = []
