@@ -379,40 +379,102 @@ class ModelHost:
         return out
 
     # ---------- scoring ----------
-    def batch_logits(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],
-                     grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_logits(self, policy: Policy, xs: list[str], ys_ids: list[list[int]], grad: bool = False,
+                     share_prefixes: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced next-token logits at every reply position, in float32 unless the caller opens
         `self.autocast()` (training forwards do; reported metrics stay float32).
 
         Returns (logits (B, T, V) float32, targets (B, T) long, mask (B, T) bool), where position t
-        predicts reply token t given x and y<t under `policy`.
+        predicts reply token t given x and y<t under `policy`. Rows that share a prompt (k replies to one
+        input: best-of-N pools, RL groups, held-out samples) run its prefix once and give its KV cache to
+        each of their replies (`share_prefixes=False`: every row its own prefix, the benchmark's baseline);
+        gradients flow through the shared prefix as through k copies of it.
         """
         prefixes = [self.prefix_ids(policy, x) for x in xs]
-        seqs = [p + y for p, y in zip(prefixes, ys_ids)]
-        L = max(len(s) for s in seqs)
-        T = max(len(y) for y in ys_ids)
-        input_ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(seqs), L), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, :len(s)] = torch.tensor(s)
-            attn[i, :len(s)] = 1
+        targets = torch.full((len(xs), max(len(y) for y in ys_ids)), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(targets.shape, dtype=torch.bool)
+        for i, y in enumerate(ys_ids):
+            targets[i, :len(y)] = torch.tensor(y)
+            mask[i, :len(y)] = True
+        distinct, rows = share_prefix_rows(prefixes) if share_prefixes else (prefixes, list(range(len(xs))))
+        with self.use(policy) as model, torch.set_grad_enabled(grad):
+            if len(distinct) < len(prefixes):
+                logits = self._logits_after_shared_prefixes(model, distinct, rows, ys_ids)
+            else:
+                logits = self._logits_one_pass(model, prefixes, ys_ids)
+        return logits, targets.to(self.device), mask.to(self.device)
+
+    def _logits_one_pass(self, model, prefixes: list[list[int]], ys_ids: list[list[int]]) -> torch.Tensor:
+        """(B, T, V) float32: one forward over every row's prefix + reply (right padding)."""
+        input_ids, attn = right_pad([p + y for p, y in zip(prefixes, ys_ids)], self.pad_id)
+        L, T = input_ids.shape[1], max(len(y) for y in ys_ids)
         # logits at position j predict token j+1: reply token t sits at len(prefix)+t. Only positions
         # from the shortest prefix on are computed (the lm_head over the prompt is wasted work).
         first = min(len(p) for p in prefixes) - 1
-        index = torch.zeros((len(seqs), T), dtype=torch.long)
-        targets = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+        index = torch.zeros((len(prefixes), T), dtype=torch.long)
         for i, (p, y) in enumerate(zip(prefixes, ys_ids)):
             index[i, :len(y)] = torch.arange(len(p) - 1, len(p) - 1 + len(y)) - first
-            targets[i, :len(y)] = torch.tensor(y)
-            mask[i, :len(y)] = True
         keep = torch.arange(first, L, device=self.device)
-        dev = lambda t: t.to(self.device)
-        with self.use(policy) as model, torch.set_grad_enabled(grad):
-            out = model(input_ids=dev(input_ids), attention_mask=dev(attn), use_cache=False, logits_to_keep=keep)
-            logits = out.logits.float()  # (B, L - first, V)
-            logits = torch.gather(logits, 1, dev(index).unsqueeze(-1).expand(-1, -1, logits.size(-1)))
-        return logits, dev(targets), dev(mask)
+        out = model(input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device), use_cache=False,
+                    logits_to_keep=keep)
+        logits = out.logits.float()  # (B, L - first, V)
+        return torch.gather(logits, 1, index.to(self.device).unsqueeze(-1).expand(-1, -1, logits.size(-1)))
+
+    def _logits_after_shared_prefixes(self, model, distinct: list[list[int]], rows: list[int],
+                                      ys_ids: list[list[int]]) -> torch.Tensor:
+        """(B, T, V) float32 over `_after_shared_prefixes`: the prefix's last position predicts reply token 0,
+        reply position t (fed y_t) predicts token t + 1, so the replies are fed without their last token."""
+        first, out = self._after_shared_prefixes(model, distinct, rows, [y[:-1] for y in ys_ids])
+        return first[:, None] if out is None else torch.cat([first[:, None], out.logits.float()], 1)
+
+    def _after_shared_prefixes(self, model, distinct: list[list[int]], rows: list[int], tails: list[list[int]],
+                               **kw):
+        """Each distinct prefix once (left padding, KV cached), its cache indexed out to its rows, then one
+        forward over every row's `tails` tokens (right padding) on top of it. Returns (the logits after each
+        row's prefix (B, V) float32, the tails' model output, or None when every tail is empty)."""
+        from transformers import DynamicCache
+        ids_u, attn_u = (t.to(self.device) for t in left_pad(distinct, self.pad_id))
+        pos_u = (attn_u.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = model(input_ids=ids_u, attention_mask=attn_u, position_ids=pos_u, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        index = torch.tensor(rows, device=self.device)
+        first = out.logits[:, -1].float()[index]
+        T = max(len(t) for t in tails)
+        if T == 0:
+            return first, None
+        ids, attn = right_pad(tails, self.pad_id, T)
+        cache.reorder_cache(index)
+        attn = torch.cat([attn_u[index], attn.to(self.device)], 1)
+        pos = pos_u[index][:, -1:] + 1 + torch.arange(T, device=self.device)
+        return first, model(input_ids=ids.to(self.device), attention_mask=attn, position_ids=pos,
+                            past_key_values=cache, use_cache=True, **kw)
+
+    @torch.no_grad()
+    def reply_hidden_states(self, policy: Policy, xs: list[str], ys_ids: list[list[int]]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last hidden states at each reply token (B, T, H) float32, 1.0 where a row has a reply token (B, T)),
+        after the final norm; rows sharing a prompt run it once, as in `batch_logits`."""
+        prefixes = [self.prefix_ids(policy, x) for x in xs]
+        distinct, rows = share_prefix_rows(prefixes)
+        T = max(len(y) for y in ys_ids)
+        reply = torch.zeros((len(xs), T), dtype=torch.float32)
+        for i, y in enumerate(ys_ids):
+            reply[i, :len(y)] = 1.0
+        with self.use(policy) as model:
+            if len(distinct) < len(prefixes):
+                _, out = self._after_shared_prefixes(model, distinct, rows, ys_ids, output_hidden_states=True)
+                h = out.hidden_states[-1].float()
+            else:
+                ids, attn = right_pad([p + y for p, y in zip(prefixes, ys_ids)], self.pad_id)
+                out = model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                            output_hidden_states=True, use_cache=False, logits_to_keep=1)
+                full = out.hidden_states[-1].float()                             # (B, L, H)
+                index = torch.zeros((len(xs), T), dtype=torch.long)
+                for i, (p, y) in enumerate(zip(prefixes, ys_ids)):
+                    index[i, :len(y)] = torch.arange(len(p), len(p) + len(y))
+                h = torch.gather(full, 1, index.to(self.device)[..., None].expand(-1, -1, full.shape[-1]))
+        return h, reply.to(self.device)
 
     def sequence_logprobs(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],
                           batch_size: int = 16) -> list[float]:
@@ -452,7 +514,7 @@ class ModelHost:
     def _sample_batch(self, model, prefixes: list[list[int]], max_new_tokens: int, temperature: float,
                       top_p: float, gen: torch.Generator, share: bool = True) -> list[list[int]]:
         from transformers import DynamicCache
-        distinct, rows = share_prefixes(prefixes) if share else (prefixes, list(range(len(prefixes))))
+        distinct, rows = share_prefix_rows(prefixes) if share else (prefixes, list(range(len(prefixes))))
         input_ids, attn_u = (t.to(self.device) for t in left_pad(distinct, self.pad_id))
         rows = torch.tensor(rows, device=self.device)                         # (B,) each row's distinct prompt
         attn, pos_u = attn_u[rows], (attn_u.cumsum(-1) - 1).clamp(min=0)
@@ -523,7 +585,7 @@ class ModelHost:
         return row
 
 
-def share_prefixes(prefixes: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+def share_prefix_rows(prefixes: list[list[int]]) -> tuple[list[list[int]], list[int]]:
     """(the distinct prompts in first-seen order, each row's index into them): k samples of one input are k
     rows with one prompt, whose prefill is computed once and its KV cache given to all k."""
     index: dict[tuple[int, ...], int] = {}
@@ -538,6 +600,16 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     for i, s in enumerate(seqs):
         ids[i, L - len(s):] = torch.tensor(s)
         attn[i, L - len(s):] = 1
+    return ids, attn
+
+
+def right_pad(seqs: list[list[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    L = length or max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        attn[i, :len(s)] = 1
     return ids, attn
 
 

@@ -156,27 +156,13 @@ def pool_hidden(h: torch.Tensor, reply: torch.Tensor, pooling: str = "reply-mean
 @torch.no_grad()
 def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: int = BATCH,
                     on_batch=None, pooling: str = "reply-mean", system: str | None = None) -> torch.Tensor:
-    """(N, H) features of π0's last hidden states over each reply's tokens (right padding; `pool_hidden` says
-    how), reading the chat with the system message `system` (None: the neutral one). Computed once, without
-    gradients: the base stays frozen. Features come back on the CPU, where the small heads train."""
+    """(N, H) features of π0's last hidden states over each reply's tokens (`pool_hidden` says how), reading
+    the chat with the system message `system` (None: the neutral one). Computed once, without gradients: the
+    base stays frozen; replies to one prompt share its prefix (`ModelHost.reply_hidden_states`). Features come back on the CPU, where the small heads train."""
     feats = []
     context = prompted(system) if system else BASE
     for b in range(0, len(xs), batch_size):
-        prefixes = [host.prefix_ids(context, x) for x in xs[b:b + batch_size]]
-        ys = ys_ids[b:b + batch_size]
-        L = max(len(p) + len(y) for p, y in zip(prefixes, ys))
-        ids = torch.full((len(ys), L), host.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(ys), L), dtype=torch.long)
-        reply = torch.zeros((len(ys), L), dtype=torch.float32)
-        for i, (p, y) in enumerate(zip(prefixes, ys)):
-            ids[i, :len(p) + len(y)] = torch.tensor(p + y)
-            attn[i, :len(p) + len(y)] = 1
-            reply[i, len(p):len(p) + len(y)] = 1.0
-        ids, attn, reply = (t.to(host.device) for t in (ids, attn, reply))
-        with host.use(BASE) as model:
-            out = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False,
-                        logits_to_keep=1)
-        h = out.hidden_states[-1].float()  # (B, L, H), after the final norm
+        h, reply = host.reply_hidden_states(context, xs[b:b + batch_size], ys_ids[b:b + batch_size])
         feats.append(pool_hidden(h, reply, pooling).cpu())
         if on_batch:
             on_batch(min(b + batch_size, len(xs)), len(xs))

@@ -2,7 +2,7 @@
 import torch
 
 from engine.lora import lora_config
-from engine.policies import BASE, prompted, with_adapter
+from engine.policies import BASE, Policy, prompted, with_adapter
 
 
 def test_batched_scoring_matches_one_sequence_at_a_time(host):
@@ -36,8 +36,8 @@ def test_generation_is_seeded_and_ends_with_eos(host):
 
 
 def test_share_prefixes_maps_every_row_to_its_distinct_prompt():
-    from engine.model_host import share_prefixes
-    assert share_prefixes([[1, 2], [1, 2], [3], [1, 2], [3]]) == ([[1, 2], [3]], [0, 0, 1, 0, 1])
+    from engine.model_host import share_prefix_rows
+    assert share_prefix_rows([[1, 2], [1, 2], [3], [1, 2], [3]]) == ([[1, 2], [3]], [0, 0, 1, 0, 1])
 
 
 def test_samples_that_share_one_prefill_are_the_samples_each_row_would_draw_alone(host):
@@ -50,6 +50,51 @@ def test_samples_that_share_one_prefill_are_the_samples_each_row_would_draw_alon
     alone = host.generate(policy, xs, n_samples=3, max_new_tokens=10, temperature=1.0, seed=5, share_prefixes=False)
     assert shared.token_ids == alone.token_ids
     assert len(set(map(tuple, shared.token_ids[1]))) > 1    # three different samples, not one copied
+
+
+def test_replies_scored_on_one_shared_prefix_match_each_row_scored_whole_with_the_same_gradients(host):
+    """Teacher forcing with each distinct prompt run once and its KV cache given to its replies gives the
+    logits (and, through a LoRA in training, the gradients) of every row run on its own prefix + reply —
+    replies of different lengths (right padding), prompts of different lengths (left padding), a one-token reply."""
+    xs = ["Name a colour.", "Name a colour.", "Describe the sea in one short sentence, please.", "Name a colour."]
+    ys = [host.reply_ids(t) for t in ("Blue, like the sky on a clear day.", "Red.", "The sea is wide.", "")]
+    assert len(ys[3]) == 1                                       # the end-of-turn token alone
+    torch.manual_seed(0)
+    host.add_lora("t-shared", lora_config(4, 8, "q_proj,v_proj"))
+    try:
+        with torch.no_grad():
+            for p in host.trainable_parameters("t-shared"):
+                p.normal_(0, 0.05)                                   # B != 0: the adapter changes the prefix's KV
+        policy = Policy(system="Be brief.", adapter="t-shared")
+        grads = []
+        for share in (True, False):
+            logits, targets, mask = host.batch_logits(policy, xs, ys, grad=True, share_prefixes=share)
+            loss = -(torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * mask).sum()
+            params = host.trainable_parameters("t-shared")
+            grads.append(torch.autograd.grad(loss, params))
+            if share:
+                shared = (logits.detach(), loss.detach())
+        assert torch.allclose(shared[0][mask], logits.detach()[mask], atol=1e-3)
+        assert torch.allclose(shared[1], loss.detach(), rtol=1e-4)
+        for a, b in zip(*grads):   # fp32 sums in another order: equal to ~1e-4 of their size
+            assert float((a - b).norm()) <= 2e-3 * float(b.norm()) + 1e-6
+        assert any(float(g.abs().sum()) > 0 for g in grads[0])
+    finally:
+        host.delete_adapter("t-shared")
+
+
+def test_reply_hidden_states_on_a_shared_prefix_are_those_of_each_row_run_whole(host):
+    """The reward models' features: hidden states at the reply tokens, prompt run once for its replies, equal
+    those of each row's own forward over prefix + reply."""
+    xs = ["Name a colour.", "Describe the sea, please.", "Name a colour."]
+    ys = [host.reply_ids(t) for t in ("Blue, like the sky.", "It is wide.", "Red.")]
+    h, reply = host.reply_hidden_states(BASE, xs, ys)
+    assert reply.sum(1).tolist() == [len(y) for y in ys]
+    for i in range(3):
+        p = host.prefix_ids(BASE, xs[i])
+        with torch.no_grad(), host.use(BASE) as model:
+            full = model(input_ids=torch.tensor([p + ys[i]]), output_hidden_states=True).hidden_states[-1][0]
+        assert torch.allclose(full[len(p):], h[i, :len(ys[i])], atol=1e-3)
 
 
 def test_adapter_is_served_over_the_same_weights_and_removed_cleanly(host):

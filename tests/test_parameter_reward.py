@@ -86,8 +86,9 @@ def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
     assert lr["status"] == "succeeded", lr["error"]
     m = lr["metrics"]
     assert set(m) >= {"pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
-                      "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered", "concise_reward_steered"}
-    assert m["kl_steered_to_pi1"] > 0 and m["tokens_per_s_steered"] > 0
+                      "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered", "concise_reward_steered",
+                      "tokens_per_s_plain_same_rows"}
+    assert m["kl_steered_to_pi1"] > 0 and m["tokens_per_s_steered"] > 0 and m["tokens_per_s_plain_same_rows"] > 0
     assert lr["artifacts"][0]["kind"] == "reward" and lr["artifacts"][0]["data"]["kind"] == "log-ratio"
     token_rows = [s for s in lab.samples(lr_id) if s.get("token_log_ratios")]
     assert token_rows and len(token_rows[0]["tokens"]) == len(token_rows[0]["token_log_ratios"])

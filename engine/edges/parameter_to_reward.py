@@ -9,6 +9,8 @@ Reports, on held-out inputs:
   gap_closed      (R(π2) − R(π1)) / (R(π*) − R(π0))
   kl_steered_to_pi1  exact KL(π2 ‖ π1) per token on π2's samples
   tokens_per_s_plain / _steered   decoding speed of π1 alone and of π2 (one batched forward per step)
+  tokens_per_s_plain_same_rows    plain π1 over the rows steering computes (P per reply, P distinct policies),
+                                  in reply tokens/s (row tokens / P): steering's floor; _steered / it ≤ 1
 The artifact is the reward spec {"kind": "log-ratio", "star", "zero"}, usable wherever a reward is.
 """
 from __future__ import annotations
@@ -85,6 +87,7 @@ def run(method: str, config: LogRatioConfig, ctx: RunContext) -> Result:
     star, _ = gen("π*", 0.15, 0.3)
     pi1, t_plain = gen("π1", 0.3, 0.45)
     steered, t_steered = gen("π2", 0.45, 0.7)
+    t_same_rows = plain_speed_same_rows(host, steer, xs, config)
     progress(0.7, "scoring the pool with r* = log π*/π0")
     tokens_star = contrastive_token_table(host, steer.star, steer.zero, zero.inputs + star.inputs,
                                           zero.token_ids + star.token_ids)
@@ -96,7 +99,7 @@ def run(method: str, config: LogRatioConfig, ctx: RunContext) -> Result:
     metrics = {"pair_accuracy": acc, "n_pairs": n_pairs, **{f"reward_{k}": v for k, v in R.items()},
                "gap_closed": gap_closed(R["pi0"], R["star"], R["pi1"], R["steered"]),
                "kl_steered_to_pi1": kl, "tokens_per_s_plain": t_plain, "tokens_per_s_steered": t_steered,
-               "w": config.w}
+               "tokens_per_s_plain_same_rows": t_same_rows, "w": config.w}
     metrics |= _pi1_scenario_rewards(config, (zero, star, pi1, steered))
     spec = {"kind": "log-ratio", "star": policy_spec(steer.star, host), "zero": policy_spec(steer.zero, host),
             "aggregate": "sum", "steering": {"pi1": policy_spec(steer.pi1, host), "w": config.w}}
@@ -149,6 +152,18 @@ def _timed_samples(host, which: str, xs, config, reward, steer: Steer, on_batch)
     return scored, s.n_new_tokens / seconds
 
 
+def plain_speed_same_rows(host, steer: Steer, xs: list[str], config: LogRatioConfig) -> float:
+    """Reply tokens/s of plain π1 decoding as many rows as steering does (P per reply): its first batch's
+    replies, each repeated P times, every row its own prefill (as steering prefills every row), π1's prompt."""
+    P = len(steer.distinct())
+    replies = [x for x in xs for _ in range(config.eval_samples)][:config.batch_size]
+    t0 = time.perf_counter()
+    s = host.generate(steer.pi1, [x for x in replies for _ in range(P)], max_new_tokens=config.max_new_tokens,
+                      temperature=config.eval_temperature, seed=config.seed + 1, batch_size=P * len(replies),
+                      share_prefixes=False)
+    return s.n_new_tokens / P / (time.perf_counter() - t0)
+
+
 @torch.no_grad()
 def kl_steered(host, steer: Steer, samples: Scored, batch_size: int = 16) -> float:
     """Exact KL(π2 ‖ π1) per token, teacher-forced on π2's samples (π2 at temperature 1, Eq. 7)."""
@@ -199,5 +214,5 @@ register(EDGE, "log-ratio", title="log π*/π0 as a reward; decoding-time steeri
          equation="r*(x,y) = log π*(y|x) − log π0(y|x) (Eq. 4);  log π2 ∝ log π1 + w·(log π* − log π0), w = 1/β (Eq. 7)",
          config=LogRatioConfig, run=run, artifact="reward",
          metrics=("pair_accuracy", "gap_closed", "reward_pi0", "reward_star", "reward_pi1", "reward_steered",
-                  "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered"),
+                  "kl_steered_to_pi1", "tokens_per_s_plain", "tokens_per_s_steered", "tokens_per_s_plain_same_rows"),
          quick={"n_heldout": 8, "eval_samples": 2})
