@@ -4,7 +4,8 @@
 
 Each decoding step is ONE batched forward over the distinct policies of (π1, π*, π0): every input gets
 one row per policy (prompt variants are rows with their own prefix and KV cache; adapters are mixed in
-the batch through peft's `adapter_names`), the rows' next-token log-probs are combined by
+the batch by `masked_adapters`: each adapter active over all rows, its LoRA delta zeroed on the rows of
+other policies), the rows' next-token log-probs are combined by
 `steered_logprobs`, one token is sampled per input and fed to all of its rows. The prompts are prefilled
 per policy and the caches merged, so a long prompt on one policy does not pad the others.
 
@@ -14,6 +15,7 @@ another. Both draw the Gumbel noise like `ModelHost.generate` does, so with the 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +23,6 @@ import torch
 from engine.model_host import Samples, left_pad, sample_next
 from engine.policies import Policy
 from engine.rl_objectives import steered_logprobs
-
-BASE_ADAPTER = "__base__"   # peft's name for "no adapter" in a mixed batch
 
 # Named presets of the literature: how each sets (π*, π0, π1) — `star` means π1 = π*.
 PRESETS = {
@@ -103,9 +103,10 @@ def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed,
     with host.lock:
         host.model.eval()   # peft refuses mixed-adapter batches in training mode (a fresh adapter is in it)
         for b in range(0, len(flat), batch_size):
-            step = make_step(host, steer, flat[b:b + batch_size])
-            rows = _decode_loop(host, step, len(flat[b:b + batch_size]), steer.w, (i1, i_star, i0),
-                                max_new_tokens, temperature, gen)
+            with contextlib.ExitStack() as batch:   # what a step function sets up lives for its batch
+                step = make_step(host, steer, flat[b:b + batch_size], batch)
+                rows = _decode_loop(host, step, len(flat[b:b + batch_size]), steer.w, (i1, i_star, i0),
+                                    max_new_tokens, temperature, gen)
             for reply in rows:
                 ids.append(reply), texts.append(host.decode(reply))
                 n_new += len(reply)
@@ -125,7 +126,7 @@ def _decode_loop(host, step, G: int, w: float, slots, max_new_tokens, temperatur
     return host.decode_loop(step, G, max_new_tokens, next_token)
 
 
-def _batched_step_fn(host, steer: Steer, xs: list[str]):
+def _batched_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.ExitStack):
     """One forward per decoding step over all G×P rows (policy-major), adapters mixed per row.
 
     The prompts are prefilled per policy, each padded only to its own longest prefix, and the caches then
@@ -139,8 +140,9 @@ def _batched_step_fn(host, steer: Steer, xs: list[str]):
     state = {"attn": torch.cat([_left_pad_to(a, L) for _, a, _ in prefills]),
              "cache": _merge_caches([c for c, _, _ in prefills], L)}
     state["pos"] = state["attn"].sum(-1, keepdim=True) - 1
-    extra = {"adapter_names": [p.adapter or BASE_ADAPTER for p in policies for _ in xs]} \
-        if any(p.adapter for p in policies) else {}
+    batch.enter_context(masked_adapters(host, {name: torch.tensor([float(p.adapter == name) for p in policies
+                                                                    for _ in xs], device=host.device)
+                                               for name in dict.fromkeys(p.adapter for p in policies) if name}))
 
     def step(tokens):
         if tokens is None:
@@ -148,9 +150,42 @@ def _batched_step_fn(host, steer: Steer, xs: list[str]):
         state["attn"] = torch.cat([state["attn"], state["attn"].new_ones((P * G, 1))], 1)
         state["pos"] = state["pos"] + 1
         out = host.model(input_ids=tokens.repeat(P)[:, None], attention_mask=state["attn"],
-                         position_ids=state["pos"], past_key_values=state["cache"], use_cache=True, **extra)
+                         position_ids=state["pos"], past_key_values=state["cache"], use_cache=True)
         return out.logits[:, -1].view(P, G, -1).transpose(0, 1)     # (G, P, V)
     return step
+
+
+@contextlib.contextmanager
+def masked_adapters(host, masks: dict[str, torch.Tensor]):
+    """A batch whose rows use different adapters (or none): every adapter in `masks` is active at once and
+    its LoRA delta B·A·x is multiplied per row by its mask (N,) — 1 on its policy's rows, 0 elsewhere. One
+    LoRA matmul per layer over all rows, where peft's mixed batch (`adapter_names`) splits every layer's
+    input per adapter in Python and registers its hooks again at every forward (≈ 25 % of a steered step
+    at batch 1). With no mask, adapters are off: every row is the base (or its prompt)."""
+    if host.peft is None:
+        yield
+        return
+    if not masks:
+        with host._trainable_kept(), host.peft.disable_adapter():
+            yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    def scale_rows(mask):
+        return lambda module, args, out: out * mask.view(-1, *[1] * (out.dim() - 1)).to(out.dtype)
+    handles = [layer.lora_B[name].register_forward_hook(scale_rows(mask))
+               for layer in host.model.modules() if isinstance(layer, LoraLayer)
+               for name, mask in masks.items() if name in layer.lora_B]
+    before = list(host.peft.base_model.active_adapters)
+    try:
+        with host._trainable_kept():
+            host.peft.base_model.set_adapter(list(masks))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        with host._trainable_kept():
+            host.peft.base_model.set_adapter(before)
 
 
 def _prefill(host, policy: Policy, xs: list[str]):
@@ -158,10 +193,10 @@ def _prefill(host, policy: Policy, xs: list[str]):
     from transformers import DynamicCache
     ids, attn = (t.to(host.device) for t in left_pad([host.prefix_ids(policy, x) for x in xs], host.pad_id))
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    extra = {"adapter_names": [policy.adapter or BASE_ADAPTER] * len(xs)} if host.peft is not None else {}
     cache = DynamicCache()
-    out = host.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
-                     logits_to_keep=1, **extra)
+    with host.use(policy) as model:
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
     return cache, attn, out.logits[:, -1]
 
 
@@ -186,7 +221,7 @@ def _merge_caches(caches, L: int):
     return DynamicCache(ddp_cache_data=layers)
 
 
-def _sequential_step_fn(host, steer: Steer, xs: list[str]):
+def _sequential_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.ExitStack):
     """Naive: a separate batch (prefixes, cache, forward) per policy, run one after another."""
     def plain(policy):
         def forward(**kw):

@@ -69,6 +69,33 @@ def test_batched_steering_equals_the_naive_loop_and_w0_is_plain_decoding(host, r
     assert len(Steer(random_adapter, random_adapter, BASE, 1.0).distinct()) == 2
 
 
+def test_steering_mixes_two_adapters_or_none_exactly(host, random_adapter):
+    """DExperts' shape (π* and π0 two different adapters, π1 a prompt) and context-aware decoding (prompts
+    only, while an adapter is loaded in the host): the one batched forward per step, with each adapter's
+    delta kept to its own rows, picks the naive loop's tokens."""
+    torch.manual_seed(1)
+    host.add_lora("anti", lora_config(4, 8.0, "q_proj,v_proj"))
+    try:
+        with torch.no_grad():
+            for p in host.trainable_parameters("anti"):
+                p.normal_(0, 0.05)
+        host.model.eval()
+        trains = {n: [p.requires_grad for p in host.trainable_parameters(n)] for n in ("anti", "noisy")}
+        xs = ["Describe the ocean.", "What is a good breakfast?"]
+        kw = dict(n_samples=2, max_new_tokens=10, temperature=1.0, seed=3)
+        z = prompted("Answer in five words or fewer.")
+        for steer in (Steer(pi1=z, star=random_adapter, zero=with_adapter("anti"), w=1.0),
+                      Steer(pi1=z, star=z, zero=BASE, w=2.0)):
+            with host.run_precision("fp32"):
+                batched = steered_generate(host, steer, xs, **kw)
+                naive = steered_generate_sequential(host, steer, xs, **kw)
+            assert batched.token_ids == naive.token_ids, steer
+        # which adapters train is as before (masked_adapters switched the active ones and back)
+        assert trains == {n: [p.requires_grad for p in host.trainable_parameters(n)] for n in ("anti", "noisy")}
+    finally:
+        host.delete_adapter("anti")
+
+
 def test_rl_log_ratio_and_best_of_n_end_to_end(lab):
     rl = lab.run(lab.run_now(lab.prepare("reward", "parameter", "rloo", "sentiment", RL_TINY)))
     assert rl["status"] == "succeeded", rl["error"]

@@ -67,7 +67,7 @@ def test_every_edge_best_of_n_and_a_reward_model_run_on_gemma(glab):
         _ok(glab, run("prompt", "reward", method, "sentiment", {k: v for k, v in SMALL.items() if k != "n_train"}),
             "derived_base", "derived_positive")
     _ok(glab, run("reward", "prompt", "search", "concise",
-                  {"budget": 30, "search_inputs": 3, "search_samples": 1, "rewrites": 1, "edits": 1,
+                  {"budget": 12, "search_inputs": 2, "search_samples": 1, "rewrites": 1, "edits": 1,
                    "demonstrations": 1, "finalists": 0, "n_heldout": 2, "eval_samples": 1, "max_new_tokens": 8}),
         "reward_seed", "reward_best")
     bon = glab.run_now(glab.prepare_task("best-of-n", "bon", "sentiment",
