@@ -238,7 +238,8 @@ def compare_table(result: dict | None) -> pd.DataFrame:
     for p in result["policies"]:
         d = df[df["policy"] == p["label"]].set_index(["input", "sample_index"])
         head = f"{p['label']} · r={p['mean_reward']:.2f}±{p['stderr']:.2f}"
-        table[head] = [_compare_cell(d.loc[(x, k)]) for x, k in keys.itertuples(index=False)]
+        table[head] = [_compare_cell(d.loc[(x, k)]) if (x, k) in d.index else "—"   # not kept (a trimmed compare)
+                       for x, k in keys.itertuples(index=False)]
     return table
 
 

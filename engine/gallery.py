@@ -122,7 +122,7 @@ def write_bundle(lab, run_ids: list[str], examples: list[dict], compare: dict | 
         cast_weights(weights, "float16")   # half the bytes; a LoRA's values need no more digits than fp16 holds
     runs = [relocate(b, artifacts_dir, ARTIFACTS) for b in lab.run_bundles(run_ids)]
     if compare is not None:
-        compare = {k: v for k, v in compare.items() if k != "samples"} | {"samples": compare["samples"][:60]}
+        compare = {k: v for k, v in compare.items() if k != "samples"} | {"samples": first_inputs(compare["samples"])}
     data = {"format": FORMAT, "provenance": provenance, "examples": examples, "runs": runs,
             "compare": relocate(compare, artifacts_dir, ARTIFACTS)}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +173,13 @@ def _provenance(lab, wall_s: float) -> dict:
 
 
 # ---------- reading it ----------
+def first_inputs(samples: list[dict], n_inputs: int = 5) -> list[dict]:
+    """A compare's generations kept small for the bundle: every policy's samples on the first inputs (a cut at
+    the first rows would keep the first policies' replies only)."""
+    kept = list(dict.fromkeys(s["input"] for s in samples))[:n_inputs]
+    return [s for s in samples if s["input"] in kept]
+
+
 def load_bundle(gallery_dir: Path = GALLERY_DIR) -> dict | None:
     """The bundle in `gallery_dir` (read once per version of the file: the page asks on every load), or None."""
     path = Path(gallery_dir) / BUNDLE

@@ -106,6 +106,9 @@ def test_the_shipped_gallery_holds_every_example_finished_small_and_with_provena
             "reward->prompt", "best-of-n", "reward-model", "chain"} <= tasks
     assert set(data["provenance"]) >= {"commit", "model", "machine", "precision", "created", "wall_s"}
     assert data["compare"]["policies"] and bundle_bytes(GALLERY_DIR) < 8_000_000
+    from app.views import compare_table
+    table = compare_table(data["compare"])     # one column per policy; a reply the bundle did not keep shows "—"
+    assert len(table.columns) == 1 + len(data["compare"]["policies"]) and len(table) > 0
     assert "/work/" not in json.dumps(data) and "/tmp/" not in json.dumps(data)   # portable
 
 
@@ -119,7 +122,17 @@ def test_a_fresh_lab_opens_on_the_gallery_and_its_example_adapter_drives_a_real_
     distill = shown[0]["run_id"]
     assert opening_run(lab, None, Visitor(id="v:new")) == distill      # a newcomer opens on a finished example
     assert f"(?run={distill})" in gallery_markdown(lab)
+    from app.main import build_app
+    build_app(lab)                         # the whole page builds on it (Compare opens on the example compare)
     run = lab.run(lab.run_now(lab.prepare_task("best-of-n", "bon", "sentiment", {
         "policy": distill, "n": "1,2", "n_heldout": 2, "max_new_tokens": 8})))
     assert run["status"] == "succeeded", run["error"]
     assert lab.samples(run["run_id"])[0]["policy"] == f"adapter of {distill}"
+
+
+def test_the_bundle_keeps_every_policys_replies_on_the_first_inputs():
+    from engine.gallery import first_inputs
+    samples = [{"policy": p, "input": x, "sample_index": k} for p in "abc" for x in ("x1", "x2", "x3") for k in (0, 1)]
+    kept = first_inputs(samples, n_inputs=2)
+    assert {s["policy"] for s in kept} == {"a", "b", "c"} and {s["input"] for s in kept} == {"x1", "x2"}
+    assert len(kept) == 3 * 2 * 2

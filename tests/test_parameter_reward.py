@@ -82,7 +82,7 @@ def test_steering_mixes_two_adapters_or_none_exactly(host, random_adapter):
         host.model.eval()
         trains = {n: [p.requires_grad for p in host.trainable_parameters(n)] for n in ("anti", "noisy")}
         xs = ["Describe the ocean.", "What is a good breakfast?"]
-        kw = dict(n_samples=2, max_new_tokens=10, temperature=1.0, seed=3)
+        kw = dict(n_samples=1, max_new_tokens=8, temperature=1.0, seed=3)
         z = prompted("Answer in five words or fewer.")
         for steer in (Steer(pi1=z, star=random_adapter, zero=with_adapter("anti"), w=1.0),
                       Steer(pi1=z, star=z, zero=BASE, w=2.0)):
