@@ -36,11 +36,15 @@ def serve(data_dir: str):
     try:
         url = f"http://127.0.0.1:{port}/"
         for _ in range(240):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the lab exited with code {proc.returncode} before serving (its log is above)")
             try:
                 urllib.request.urlopen(url, timeout=1)
                 break
             except OSError:
                 time.sleep(0.5)
+        else:
+            raise RuntimeError("the lab did not answer within 120 s")
         yield url
     finally:
         proc.terminate()
@@ -71,7 +75,8 @@ def shoot_set(out_dir: Path, data_dir: str, runs: list[str]) -> None:
         with serve(empty) as url:          # a new visitor: nothing has run yet
             for w in WIDTHS:
                 for t in THEMES:
-                    shoot(browser, url, str(out_dir / f"opening-{t}-{w}.png"), w, t, "#generations-empty")
+                    shoot(browser, url, str(out_dir / f"opening-{t}-{w}.png"), w, t,
+                          "#gallery, #generations-empty")   # the gallery's first example, or an empty lab
         with serve(data_dir) as url:
             for i, run in enumerate(runs or [""]):
                 name = "run" + (str(i + 1) if i else "")
