@@ -158,7 +158,8 @@ def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: in
                     on_batch=None, pooling: str = "reply-mean", system: str | None = None) -> torch.Tensor:
     """(N, H) features of π0's last hidden states over each reply's tokens (`pool_hidden` says how), reading
     the chat with the system message `system` (None: the neutral one). Computed once, without gradients: the
-    base stays frozen; replies to one prompt share its prefix (`ModelHost.reply_hidden_states`). Features come back on the CPU, where the small heads train."""
+    base stays frozen; replies to one prompt share its prefix (`ModelHost.reply_hidden_states`). Features come
+    back on the CPU, where the small heads train."""
     feats = []
     context = prompted(system) if system else BASE
     for b in range(0, len(xs), batch_size):

@@ -101,7 +101,7 @@ def _generate(host, steer, inputs, n_samples, max_new_tokens, temperature, seed,
     texts, ids, n_new = [], [], 0
     i1, i_star, i0 = steer.slots()
     with host.lock:
-        host.model.eval()   # peft refuses mixed-adapter batches in training mode (a fresh adapter is in it)
+        host.model.eval()   # no dropout while sampling (a fresh adapter leaves the model in training mode)
         for b in range(0, len(flat), batch_size):
             with contextlib.ExitStack() as batch:   # what a step function sets up lives for its batch
                 step = make_step(host, steer, flat[b:b + batch_size], batch)
