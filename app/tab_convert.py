@@ -82,7 +82,8 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         fields = lab.task_fields(edge_name, method_name)
         inputs = []
         with gr.Accordion("Settings", open=True):
-            preset = gr.Radio(["default", "quick"], value="default", label="Preset", elem_id="preset-radio", interactive=True,
+            preset = gr.Radio(["default", "quick"], value="default", label="Preset", elem_id="preset-radio",
+                              interactive=True,
                               info="quick: a short run (about a minute on 2 CPU cores) that still shows the method's "
                                    "effect; default: the full run. Choosing one fills in the settings below.")
             with gr.Row(equal_height=True):

@@ -157,6 +157,13 @@ def bundle_bytes(out_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
 
 
+def first_inputs(samples: list[dict], n_inputs: int = 5) -> list[dict]:
+    """A compare's generations kept small for the bundle: every policy's samples on the first inputs (a cut at
+    the first rows would keep the first policies' replies only)."""
+    kept = list(dict.fromkeys(s["input"] for s in samples))[:n_inputs]
+    return [s for s in samples if s["input"] in kept]
+
+
 def _provenance(lab, wall_s: float) -> dict:
     import torch
 
@@ -173,13 +180,6 @@ def _provenance(lab, wall_s: float) -> dict:
 
 
 # ---------- reading it ----------
-def first_inputs(samples: list[dict], n_inputs: int = 5) -> list[dict]:
-    """A compare's generations kept small for the bundle: every policy's samples on the first inputs (a cut at
-    the first rows would keep the first policies' replies only)."""
-    kept = list(dict.fromkeys(s["input"] for s in samples))[:n_inputs]
-    return [s for s in samples if s["input"] in kept]
-
-
 def load_bundle(gallery_dir: Path = GALLERY_DIR) -> dict | None:
     """The bundle in `gallery_dir` (read once per version of the file: the page asks on every load), or None."""
     path = Path(gallery_dir) / BUNDLE

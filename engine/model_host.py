@@ -454,26 +454,13 @@ class ModelHost:
     def reply_hidden_states(self, policy: Policy, xs: list[str], ys_ids: list[list[int]]
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(last hidden states at each reply token (B, T, H) float32, 1.0 where a row has a reply token (B, T)),
-        after the final norm; rows sharing a prompt run it once, as in `batch_logits`."""
-        prefixes = [self.prefix_ids(policy, x) for x in xs]
-        distinct, rows = share_prefix_rows(prefixes)
-        T = max(len(y) for y in ys_ids)
-        reply = torch.zeros((len(xs), T), dtype=torch.float32)
-        for i, y in enumerate(ys_ids):
-            reply[i, :len(y)] = 1.0
+        after the final norm. The prompts run first (each distinct one once, as in `batch_logits`), the replies
+        on their KV cache: the same forward whether or not rows share a prompt."""
+        distinct, rows = share_prefix_rows([self.prefix_ids(policy, x) for x in xs])
+        reply = right_pad(ys_ids, self.pad_id)[1].float()
         with self.use(policy) as model:
-            if len(distinct) < len(prefixes):
-                _, out = self._after_shared_prefixes(model, distinct, rows, ys_ids, output_hidden_states=True)
-                h = out.hidden_states[-1].float()
-            else:
-                ids, attn = right_pad([p + y for p, y in zip(prefixes, ys_ids)], self.pad_id)
-                out = model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-                            output_hidden_states=True, use_cache=False, logits_to_keep=1)
-                full = out.hidden_states[-1].float()                             # (B, L, H)
-                index = torch.zeros((len(xs), T), dtype=torch.long)
-                for i, (p, y) in enumerate(zip(prefixes, ys_ids)):
-                    index[i, :len(y)] = torch.arange(len(p), len(p) + len(y))
-                h = torch.gather(full, 1, index.to(self.device)[..., None].expand(-1, -1, full.shape[-1]))
+            _, out = self._after_shared_prefixes(model, distinct, rows, ys_ids, output_hidden_states=True)
+        h = out.hidden_states[-1].float()
         return h, reply.to(self.device)
 
     def sequence_logprobs(self, policy: Policy, xs: list[str], ys_ids: list[list[int]],
