@@ -45,7 +45,7 @@ def register(lab) -> None:
         if found is None:
             raise gr.Error(f"no run with id {run_id!r}")
         config = {k: v for k, v in (found.get("config") or {}).items() if k != "scenario_data"}
-        return {**{k: v for k, v in found.items() if k != "visitor"}, "config": config}
+        return no_file_objects({**{k: v for k, v in found.items() if k != "visitor"}, "config": config})
 
     def cancel(run_id: str, visitor_token: str = "", admin_token: str = "") -> dict:
         """Cancel a queued run at once, or ask a running one to stop: {"run_id", "cancelled": true} (false when
@@ -67,3 +67,14 @@ def register(lab) -> None:
     gr.api(run, api_name="run")
     gr.api(cancel, api_name="cancel")
     gr.api(delete_run, api_name="delete_run")
+
+
+def no_file_objects(value):
+    """`value` with every dict key "path" (a string) named "file" instead: gradio_client takes any {"path": str}
+    in a reply for a file to download, and the lab does not serve its artifacts' folders, so a finished run's
+    artifacts ({"kind", "vertex", "path", "data"}) would fail the client's call."""
+    if isinstance(value, dict):
+        return {("file" if k == "path" and isinstance(v, str) else k): no_file_objects(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [no_file_objects(v) for v in value]
+    return value

@@ -3,10 +3,11 @@ is left of the original prompted behaviour after every hop, drawn on the triangl
 engine/chain.py; every hop is an ordinary run (History lists it) with the round trip as its parent."""
 from __future__ import annotations
 
+import json
 
 import gradio as gr
 
-from app import plots_chain, views
+from app import plots_chain, polling, views
 from engine.errors import LabInputError
 
 INTRO = ("Convert a behaviour around the triangle and measure what survives. Each hop runs one edge with its "
@@ -35,8 +36,8 @@ def build(lab, visitor: gr.State) -> None:
         status = gr.HTML(views.progress_html(None))
         figure = gr.Plot(plots_chain.chain_figure(PATHS[0].split(","), []), show_label=False, elem_id="chain-figure")
         numbers = gr.Markdown()
-        chain_id = gr.State(None)
-        timer = gr.Timer(1.0)
+        chain_id, shown = gr.State(None), gr.State(None)
+        timer = gr.Timer(polling.RUNNING_S, active=False)   # on while a round trip this visitor started moves
 
         # ---- events ----
         run_btn.click(lambda *a: _start(lab, *a), [scenario, path, methods, sets, visitor], [chain_id, status],
@@ -44,7 +45,10 @@ def build(lab, visitor: gr.State) -> None:
         cancel_btn.click(lambda cid, who: _cancel(lab, cid, who), [chain_id, visitor], status,
                          api_name="cancel_round_trip")
         path.change(lambda p, cid: gr.skip() if cid else _preview(p), [path, chain_id], [figure], api_visibility="private")
-        timer.tick(lambda cid: _refresh(lab, cid), [chain_id], [status, figure, numbers], api_visibility="private")
+        chain_id.change(lambda cid: polling.timer_for("queued" if cid else None), chain_id, timer,
+                        api_visibility="private")
+        timer.tick(lambda cid, last: _refresh(lab, cid, last), [chain_id, shown], [status, figure, numbers, shown, timer],
+                   api_visibility="private")
 
 
 def parse_sets(text: str) -> dict[str, str]:
@@ -95,16 +99,20 @@ def _preview(path: str):
         return gr.skip()
 
 
-def _refresh(lab, parent_id: str | None):
-    if not parent_id:
-        return gr.skip(), gr.skip(), gr.skip()
-    run = lab.run(parent_id)
+def _refresh(lab, parent_id: str | None, last):
+    """(status, figure, numbers, what was drawn, timer): the figure redrawn only when a hop's numbers changed;
+    the status line while the round trip runs; the timer stops once it has ended."""
+    run = lab.run(parent_id) if parent_id else None
     if run is None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), polling.timer_for(None)
     m = run.get("metrics") or {}
+    status = views.progress_html(run) + _children_html(lab, parent_id)
+    drawn = (parent_id, json.dumps(m, sort_keys=True, default=str))
+    if drawn == last:
+        return status, gr.skip(), gr.skip(), gr.skip(), polling.timer_for(run["status"])
     origin = {"reward": m.get("reward_origin"), "kl_base_to_origin": m.get("kl_base_to_origin")}
     fig = plots_chain.chain_figure(run["method"].split(","), m.get("hops") or [], origin)
-    return views.progress_html(run) + _children_html(lab, parent_id), fig, views.metrics_markdown(run)
+    return status, fig, views.metrics_markdown(run), drawn, polling.timer_for(run["status"])
 
 
 def _children_html(lab, parent_id: str) -> str:

@@ -5,7 +5,7 @@ import json
 
 import gradio as gr
 
-from app import plots, plots_compare, views
+from app import plots, plots_compare, polling, views
 from app import plots_reward_parameter as prp
 from app.equations import LATEX_DELIMITERS, equation_markdown
 from engine.errors import LabInputError
@@ -178,21 +178,23 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         return _equation(lab, edge_name, method_name) if method_name else ""
 
     def refresh(run_id, last_sig, n_inputs):
-        """Redraw only when the run changed (status, progress or a new curve point); a running run's clock, each tick."""
+        """Redraw only when the run changed (status, progress or a new curve point); a running run's clock, each tick.
+        The timer ticks each second while the run runs, every 2 s while it waits, and stops once it has ended (a new
+        run, or one opened elsewhere, changes `selected_run`, which calls this and starts it again)."""
         run = lab.run(run_id) if run_id else None
-        if run is None:   # no run (or it was deleted): the empty state, drawn once
+        if run is None:   # no run (or it was deleted): the empty state, drawn once, and the timer stops
             if last_sig == "empty":
-                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 7
+                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 8
             hidden = gr.update(visible=False)
             return (views.progress_html(None), plots.training_curves([], empty=views.curves_note(None)), hidden,
                     hidden, "", hidden, "empty", hidden, "", hidden, gr.skip(), gr.skip(), hidden,
-                    views.generations_note(None, False))
+                    views.generations_note(None, False), polling.timer_for(None))
         points = lab.points(run_id)
         eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
         sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
         if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
             progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
-            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 7
+            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 8
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
@@ -203,7 +205,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
                 *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
                 gr.update(value=table, visible=table is not None), sig,
                 *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),
-                views.generations_note(run, table is not None))
+                views.generations_note(run, table is not None), polling.timer_for(run["status"]))
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -241,7 +243,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
-               w_slider, steer_table, again_btn, generations_note]
+               w_slider, steer_table, again_btn, generations_note, timer]
     w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table, api_name="steer")
     n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table, api_visibility="private")
     timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden", api_visibility="private")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import plots, views
+from app import plots, polling, views
 from engine.errors import LabInputError
 from engine.visitors import ANONYMOUS, owner_label
 
@@ -19,6 +19,7 @@ FILTERS = ("scenario", "edge", "method", "model", "status")
 COLUMN_WIDTHS = ["9%", "12%", "11%", "7%", "8%", "10%", "7%", "5%", "6%", "25%"]  # views.runs_table's columns
 OWNED_WIDTHS = COLUMN_WIDTHS[:-1] + ["18%", "7%"]                                   # ... with the owner column
 WHOSE = ["mine", "everyone"]
+HISTORY_MOVING_S = 3.0   # the table's refresh while a listed run is queued or running
 EXPORTS = (("json", "everything: config, metrics, artifacts, curves, samples"), ("csv", "one row per run"),
            ("samples-csv", "one row per generation"))
 
@@ -131,8 +132,9 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
                       [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn],
                       api_visibility="private").then(show, view_inputs, view_outputs, api_visibility="private")
     last = gr.State(None)
-    gr.Timer(3.0).tick(_poll(lab), [*filters, sort, whose, visitor, last], [table, last], show_progress="hidden",
-                       api_visibility="private")
+    timer = gr.Timer(HISTORY_MOVING_S)
+    timer.tick(_poll(lab), [*filters, sort, whose, visitor, last], [table, last, timer], show_progress="hidden",
+               api_visibility="private")
 
 
 def _query(values: list[str], order: str) -> dict:
@@ -155,12 +157,16 @@ def _table(lab, runs: list[dict], who):
 
 
 def _poll(lab):
-    """Redraw the table only when a run changed (status or progress) under the filters shown (per page)."""
+    """Redraw the table only when a run changed (status or progress) under the filters shown (per page); look
+    every 3 s while a listed run moves, every 10 s (for new runs) while none does."""
     def tick(*args):
         *values, order, mine, who, last = args
         runs = _runs(lab, values, order, mine, who)
         sig = (tuple(values), order, mine, who.id, tuple((r["run_id"], r["status"], r["progress"]) for r in runs))
-        return (gr.skip(), last) if sig == last else (_table(lab, runs, who), sig)
+        if sig == last:   # nothing changed: nor did whether a run moves
+            return gr.skip(), last, gr.skip()
+        moving = any(r["status"] in ("queued", "running") for r in runs)
+        return _table(lab, runs, who), sig, gr.Timer(HISTORY_MOVING_S if moving else polling.IDLE_S, active=True)
     return tick
 
 

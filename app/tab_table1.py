@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from app import plots_table1, views
+from app import plots_table1, polling, views
 from engine.errors import LabInputError
 
 INTRO = ("**Sun et al. 2024, Table 1, run live.** Three levers move a language model's answers: its weights θ "
@@ -31,16 +31,19 @@ def build(lab, visitor: gr.State) -> None:
         chart = gr.Plot(show_label=False, elem_id="table1-chart")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="table1-rows")
         run_id, shown = gr.State(None), gr.State(None)
-        timer = gr.Timer(2.0)
+        timer = gr.Timer(polling.IDLE_S)   # every 2 s while a table runs, every 10 s while it looks for the newest
 
         # ---- events ----
         run_btn.click(lambda s, p, who: _start(lab, s, p, who), [scenario, preset, visitor], [run_id, status],
-                      api_name="table1")
+                      api_name="table1") \
+            .then(lambda: polling.timer_for("queued"), None, timer, api_visibility="private")   # watch it at once
         cancel_btn.click(lambda rid, who: _cancel(lab, rid, who), [run_id, visitor], [status], api_visibility="private")
         timer.tick(lambda rid, last, sc: _refresh(lab, rid, last, sc), [run_id, shown, scenario],
-                   [status, chart, table, shown, run_id], api_visibility="private")
-        # another scenario: show its newest table (the timer finds it), not the last one's
-        scenario.change(lambda _: (None, None), scenario, [run_id, shown], api_visibility="private")
+                   [status, chart, table, shown, run_id, timer], api_visibility="private")
+        # another scenario: show its newest table at once, not the last one's
+        scenario.change(lambda _: (None, None), scenario, [run_id, shown], api_visibility="private") \
+            .then(lambda sc: _refresh(lab, None, None, sc), scenario, [status, chart, table, shown, run_id, timer],
+                  api_visibility="private")
 
 
 def _start(lab, scenario: str, preset: str, who):
@@ -85,12 +88,13 @@ def _refresh(lab, run_id: str | None, last, scenario: str | None = None):
     run_id = run_id or newest_table(lab, scenario)
     run = lab.run(run_id) if run_id else None
     if run is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     state = (run_id, run["status"], run.get("progress"), run.get("stage"))
     if state == last:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    timer = polling.timer_for(run["status"], polling.IDLE_S, running_s=2.0)
     m = run.get("metrics") or {}
     if not m.get("rows"):
-        return views.progress_html(run), gr.skip(), gr.skip(), state, run_id
+        return views.progress_html(run), gr.skip(), gr.skip(), state, run_id, timer
     return (views.progress_html(run), plots_table1.metric_vs_compute(m["rows"], m.get("metric_name") or "metric"),
-            rows_frame(m["rows"]), state, run_id)
+            rows_frame(m["rows"]), state, run_id, timer)

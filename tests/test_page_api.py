@@ -57,5 +57,12 @@ def test_a_client_queues_a_run_and_reads_it_back(demo):
         with pytest.raises(Exception, match="belongs to another visitor"):
             client.predict(out["run_id"], TOKEN_B, api_name="/delete_run")
         assert client.predict(out["run_id"], "", ADMIN, api_name="/delete_run")["deleted"] is True
+        # a finished run with an adapter reads back too (gradio_client would fetch any {"path": ...} as a file)
+        done = lab.store.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {}}, status="running")
+        lab.store.add_artifact(done, "adapter", "parameter", path=str(lab.settings.data_dir / "artifacts" / done))
+        lab.store.mark_finished(done, "succeeded", metrics={"kl_after": 0.05})
+        run = client.predict(done, api_name="/run")
+        assert (run["status"], run["metrics"]["kl_after"]) == ("succeeded", 0.05)
+        assert [(a["kind"], a["file"]) for a in run["artifacts"]] == [("adapter", str(lab.settings.data_dir / "artifacts" / done))]
     finally:
         app.close()

@@ -70,7 +70,7 @@ def test_table1_runs_every_strategy_and_a_second_call_reuses_its_runs(engine_cli
 def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settings):
     import gradio as gr
 
-    from app import plots_table1, tab_table1
+    from app import plots_table1, polling, tab_table1
     from engine.api import Lab
     lab = Lab(settings=settings, host_factory=lambda: None)
     rows = [{"strategy": "zero-shot", "theta": "fixed", "psi": "heuristic", "L": 1, "metric": 0.1, "stderr": 0.03,
@@ -78,11 +78,12 @@ def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settin
             {"strategy": "sft+bon-learned-rm-16", "theta": "optimized", "psi": "fixed", "L": 16, "metric": 0.6,
              "stderr": 0.1, "kl_to_base": 1.4, "wall_s": 369.0, "forward_tokens": 95892, "reused_run": True,
              "joint": True}]
-    skipped = (gr.skip(),) * 5
+    skipped = (gr.skip(),) * 6
     assert tab_table1._refresh(lab, None, None, "arithmetic") == skipped   # nothing stored yet: nothing drawn
     rid = lab.store.create_run("table1", "table1", "arithmetic", {"method_config": {}}, status="running")
     lab.store.mark_finished(rid, "succeeded", metrics={"metric_name": "exact match", "rows": rows})
-    status, chart, table, state, shown = tab_table1._refresh(lab, None, None, "arithmetic")
+    status, chart, table, state, shown, timer = tab_table1._refresh(lab, None, None, "arithmetic")
+    assert (timer.value, timer.active) == (polling.IDLE_S, True)   # finished: only looks for a newer table
     assert shown == rid and list(table["strategy"]) == ["zero-shot", "sft+bon-learned-rm-16"]
     assert [t.name for t in chart.data] == ["one lever", "joint (two or more levers)"]
     assert chart.data[1].text == ("SFT+BoN16",) and chart.data[1].customdata == ("sft+bon-learned-rm-16",)
