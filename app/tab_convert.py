@@ -111,7 +111,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
 
     with gr.Row():
         progress = gr.HTML(views.progress_html(None), elem_id="run-progress", min_width=320)   # wraps on a phone
-        cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
+        cancel_btn = gr.Button("Cancel run", variant="stop", scale=0, visible=False)   # while the run moves
         again_btn = gr.Button("Run again", scale=0, visible=False, elem_id="run-again")
     curves = gr.Plot(plots.training_curves([], empty=views.curves_note(None)), label="Live curves",
                      elem_id="live-curves")
@@ -184,17 +184,17 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         run = lab.run(run_id) if run_id else None
         if run is None:   # no run (or it was deleted): the empty state, drawn once, and the timer stops
             if last_sig == "empty":
-                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 8
+                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 9
             hidden = gr.update(visible=False)
             return (views.progress_html(None), plots.training_curves([], empty=views.curves_note(None)), hidden,
                     hidden, "", hidden, "empty", hidden, "", hidden, gr.skip(), gr.skip(), hidden,
-                    views.generations_note(None, False), polling.timer_for(None))
+                    views.generations_note(None, False), polling.timer_for(None), hidden)
         points = lab.points(run_id)
         eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
         sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
         if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
             progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
-            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 8
+            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 9
         done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
         m = run.get("metrics") or {}
         samples = lab.samples(run_id) if done else []
@@ -205,7 +205,8 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
                 *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
                 gr.update(value=table, visible=table is not None), sig,
                 *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),
-                views.generations_note(run, table is not None), polling.timer_for(run["status"]))
+                views.generations_note(run, table is not None), polling.timer_for(run["status"]),
+                gr.update(visible=not done))
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -243,7 +244,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     last_sig = gr.State(None)
     timer = gr.Timer(1.0)
     watched = [progress, curves, reward_plot, kl_plot, final, generations, last_sig, frontier, token_view, steer_box,
-               w_slider, steer_table, again_btn, generations_note, timer]
+               w_slider, steer_table, again_btn, generations_note, timer, cancel_btn]
     w_slider.release(steer, [selected_run, w_slider, n_steer], steer_table, api_name="steer")
     n_steer.release(steer, [selected_run, w_slider, n_steer], steer_table, api_visibility="private")
     timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden", api_visibility="private")

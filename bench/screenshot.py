@@ -4,7 +4,8 @@ Usage:
   python bench/screenshot.py OUT.png [--data-dir DIR] [--run RUN_ID]     one shot of a run (default: the latest in DIR)
   python bench/screenshot.py --set OUT_DIR [--data-dir DIR] [--run RUN_ID]
       light and dark (?__theme=dark), 1400 and 390 px wide: the opening page of a new visitor (an empty data dir
-      beside DIR's model cache) and each finished run; the About tab's equations at 1400 px
+      beside DIR's model cache), a run of theirs queued behind another's (1400 px), each finished run; the About
+      tab's equations at 1400 px
 """
 from __future__ import annotations
 
@@ -65,8 +66,28 @@ def shoot(browser, url: str, out: str, width: int, theme: str, ready: str, tab: 
     page.close()
 
 
+def shoot_queued(browser, url: str, out: str, theme: str) -> None:
+    """A visitor's run waiting behind another visitor's: someone else queues a default distillation through the
+    API (it starts at once), then this page clicks Run on the same; the shot shows its place and ETA (from the
+    gallery's finished run of that method, when the lab opened on the gallery)."""
+    import secrets
+
+    from gradio_client import Client
+    Client(url, verbose=False).predict("prompt", "parameter", "kl", "sentiment", {}, "other-" + secrets.token_hex(8),
+                                       api_name="/convert")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1, color_scheme=theme)
+    page.goto(url + f"?__theme={theme}")
+    page.locator("#host-line").filter(has_text="parameters").wait_for(timeout=120_000)
+    page.locator("#run-button").click()
+    page.locator("#run-progress").filter(has_text="queued").wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=out, full_page=True)
+    page.close()
+
+
 def shoot_set(out_dir: Path, data_dir: str, runs: list[str]) -> None:
-    """opening-THEME-WIDTH.png, run-THEME-WIDTH.png (run2-… for a second run) and about-THEME-1400.png."""
+    """opening-THEME-WIDTH.png, queued-THEME-1400.png, run-THEME-WIDTH.png (run2-… for a second run) and
+    about-THEME-1400.png."""
     from playwright.sync_api import sync_playwright
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as empty, sync_playwright() as p:
@@ -77,6 +98,8 @@ def shoot_set(out_dir: Path, data_dir: str, runs: list[str]) -> None:
                 for t in THEMES:
                     shoot(browser, url, str(out_dir / f"opening-{t}-{w}.png"), w, t,
                           "#gallery, #generations-empty")   # the gallery's first example, or an empty lab
+            for t in THEMES:
+                shoot_queued(browser, url, str(out_dir / f"queued-{t}-1400.png"), t)
         with serve(data_dir) as url:
             for i, run in enumerate(runs or [""]):
                 name = "run" + (str(i + 1) if i else "")
