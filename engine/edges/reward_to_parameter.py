@@ -307,8 +307,7 @@ _METRICS = ("reward_before", "reward_after", "kl_to_base")
 # every RL method's quick preset: few short replies per step learn only at a high lr (RLOO on sentiment, 2 cores of
 # an AVX2 CPU: 8 steps at 2e-3 and 40 tokens 0.654 → 0.595 in 283 s; 10 steps at 6e-3 and 24 tokens 0.508 → 0.854 in
 # 185 s, KL 0.58 nats/token: it moves fast and far — the defaults are the careful run)
-QUICK = {"steps": 10, "batch_size": 4, "lr": 6e-3, "max_new_tokens": 24, "eval_every": 5, "n_heldout": 8,
-         "eval_samples": 2}
+QUICK = {"steps": 10, "batch_size": 4, "lr": 6e-3, "max_new_tokens": 24, "n_heldout": 8, "eval_samples": 2}
 register(EDGE, "rloo", title="KL-regularized policy gradient (RLOO)",
          equation="max_π E_{x, y~π}[r(x,y)] − β KL[π(y|x) ‖ π0(y|x)]   (Eq. 1)",
          config=RLConfig, run=run, metrics=_METRICS, artifact="adapter", defaults={"beta": 0.05},
