@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-RUNNING_S = 1.0    # the progress line's clock and the live curves
+RUNNING_S = 3.0    # the progress line's clock and the live curves (each tick costs the browser a redraw: at 1 s a
+                   # headless Chromium took 0.30 of a core on 2 cores, at 4 s 0.15, and the run lost what it took)
 QUEUED_S = 2.0     # the queue position and its ETA
 IDLE_S = 10.0      # a tab that looks for something new (History, the newest Table 1) while nothing moves
 
