@@ -87,12 +87,14 @@ def _refresh(lab, run_id: str | None, last, scenario: str | None = None):
     Before this visitor starts one, the tab shows the scenario's newest table."""
     run_id = run_id or newest_table(lab, scenario)
     run = lab.run(run_id) if run_id else None
+    # the timer's setting goes out each tick (every 2 s while the table runs, 10 s otherwise): a Run click that
+    # was refused had set it to 2 s
+    timer = polling.timer_for(run["status"] if run else None, polling.IDLE_S, running_s=2.0)
     if run is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer
     state = (run_id, run["status"], run.get("progress"), run.get("stage"))
     if state == last:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    timer = polling.timer_for(run["status"], polling.IDLE_S, running_s=2.0)
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer
     m = run.get("metrics") or {}
     if not m.get("rows"):
         return views.progress_html(run), gr.skip(), gr.skip(), state, run_id, timer

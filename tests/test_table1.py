@@ -78,8 +78,9 @@ def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settin
             {"strategy": "sft+bon-learned-rm-16", "theta": "optimized", "psi": "fixed", "L": 16, "metric": 0.6,
              "stderr": 0.1, "kl_to_base": 1.4, "wall_s": 369.0, "forward_tokens": 95892, "reused_run": True,
              "joint": True}]
-    skipped = (gr.skip(),) * 6
-    assert tab_table1._refresh(lab, None, None, "arithmetic") == skipped   # nothing stored yet: nothing drawn
+    skipped = (gr.skip(),) * 5
+    assert tab_table1._refresh(lab, None, None, "arithmetic")[:5] == skipped   # nothing stored yet: nothing drawn
+    assert tab_table1._refresh(lab, None, None, "arithmetic")[5].value == polling.IDLE_S   # and it looks slowly
     rid = lab.store.create_run("table1", "table1", "arithmetic", {"method_config": {}}, status="running")
     lab.store.mark_finished(rid, "succeeded", metrics={"metric_name": "exact match", "rows": rows})
     status, chart, table, state, shown, timer = tab_table1._refresh(lab, None, None, "arithmetic")
@@ -90,5 +91,5 @@ def test_the_table1_tab_opens_on_the_scenarios_newest_table_and_charts_it(settin
     assert [plots_table1.short_label(s) for s in ("bon-golden-4", "prompt-search+rl-golden+bon-learned-rm-16")] == \
         ["BoN4★", "ψ*+RL+BoN16"]
     assert chart.data[1].marker.symbol == "diamond-open" and plots_table1.lever(rows[0]) == "none"
-    assert tab_table1._refresh(lab, rid, state, "arithmetic") == skipped   # unchanged: not redrawn
-    assert tab_table1._refresh(lab, None, None, "sentiment") == skipped    # another scenario has no table
+    assert tab_table1._refresh(lab, rid, state, "arithmetic")[:5] == skipped   # unchanged: not redrawn
+    assert tab_table1._refresh(lab, None, None, "sentiment")[:5] == skipped    # another scenario has no table
