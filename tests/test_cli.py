@@ -67,7 +67,7 @@ def test_a_run_that_fails_exits_1_and_is_stored_as_failed(cli):
 
 
 @pytest.mark.parametrize("args, field, quick", [
-    (("submit", "--from", "reward", "--to", "parameter", "--method", "rloo", "--scenario", "sentiment"), "steps", 8),
+    (("submit", "--from", "reward", "--to", "parameter", "--method", "rloo", "--scenario", "sentiment"), "steps", 10),
     (("submit", "--from", "prompt", "--to", "parameter", "--scenario", "sentiment", "--set", "steps=12"), "steps", 12),
 ])
 def test_preset_quick_fills_the_short_runs_settings_and_set_still_wins(engine_cli, args, field, quick):
