@@ -141,15 +141,28 @@ def main() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logging.getLogger("engine").addHandler(handler)
     logging.getLogger("engine").setLevel(logging.INFO)
+    mode = os.environ.get("LAB_WORKER_MODE", "process").strip().lower()
+    if mode not in ("process", "thread"):
+        raise SystemExit(f"LAB_WORKER_MODE: {mode!r} is not process or thread")
+    in_process = os.environ.get("LAB_WORKER", "1").strip().lower() not in ("0", "false", "no")
+    if in_process and mode == "process":
+        os.environ["LAB_WORKER"] = "0"   # this process only queues: the worker beside it runs the queue
     from engine.api import get_lab
+    from engine.jobs import spawn_worker_process
     lab = get_lab()
-    if lab.settings.worker:     # the page's process runs queued runs too (LAB_WORKER=0: other workers do)
+    if in_process and mode == "process":
+        spawn_worker_process(lab.settings)
+    elif lab.settings.worker:     # LAB_WORKER_MODE=thread: a thread of the page's process runs the queue
         lab.jobs.start_worker()
+    from starlette.middleware import Middleware
+
+    from app.early_head import EarlyHead
     demo = build_app(lab)
     demo.queue(default_concurrency_limit=8).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), css=CSS, footer_links=["api"],
-        max_file_size=MAX_UPLOAD)
+        max_file_size=MAX_UPLOAD,
+        app_kwargs={"middleware": [Middleware(EarlyHead)]})   # app/early_head.py: before Gradio's scripts
 
 
 if __name__ == "__main__":

@@ -178,35 +178,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         return _equation(lab, edge_name, method_name) if method_name else ""
 
     def refresh(run_id, last_sig, n_inputs):
-        """Redraw only when the run changed (status, progress or a new curve point); a running run's clock, each tick.
-        The timer ticks each second while the run runs, every 2 s while it waits, and stops once it has ended (a new
-        run, or one opened elsewhere, changes `selected_run`, which calls this and starts it again)."""
-        run = lab.run(run_id) if run_id else None
-        if run is None:   # no run (or it was deleted): the empty state, drawn once, and the timer stops
-            if last_sig == "empty":
-                return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 9
-            hidden = gr.update(visible=False)
-            return (views.progress_html(None), plots.training_curves([], empty=views.curves_note(None)), hidden,
-                    hidden, "", hidden, "empty", hidden, "", hidden, gr.skip(), gr.skip(), hidden,
-                    views.generations_note(None, False), polling.timer_for(None), hidden)
-        points = lab.points(run_id)
-        eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
-        sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
-        if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
-            progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
-            return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 9
-        done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
-        m = run.get("metrics") or {}
-        samples = lab.samples(run_id) if done else []
-        figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
-        again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
-        table = views.side_by_side(samples) if samples else None
-        return (views.progress_html(run, eta), plots.training_curves(points, run["edge"], views.curves_note(run)),
-                *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
-                gr.update(value=table, visible=table is not None), sig,
-                *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),
-                views.generations_note(run, table is not None), polling.timer_for(run["status"]),
-                gr.update(visible=not done))
+        return _refresh(lab, run_id, last_sig, n_inputs)
 
     def steer(run_id, w, n):
         run = lab.run(run_id) if run_id else None
@@ -250,6 +222,51 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     timer.tick(refresh, [selected_run, last_sig, n_steer], watched, show_progress="hidden", api_visibility="private")
     selected_run.change(refresh, [selected_run, gr.State(None), n_steer], watched, show_progress="hidden",
                         api_visibility="private")
+
+
+def _refresh(lab, run_id, last_sig, n_inputs):
+    """The 16 outputs of a tick, redrawing only what changed: the progress line while the run moves (its clock each
+    tick), the live curves when a point came, everything else when the status changes. The timer ticks every 3 s
+    while the run runs, every 2 s while it waits, and stops once it has ended (a new run, or one opened elsewhere,
+    changes `selected_run`, which calls this and starts it again)."""
+    run = lab.run(run_id) if run_id else None
+    if run is None:   # no run (or it was deleted): the empty state, drawn once, and the timer stops
+        if last_sig == "empty":
+            return (gr.skip(),) * 6 + ("empty",) + (gr.skip(),) * 9
+        hidden = gr.update(visible=False)
+        return (views.progress_html(None), plots.training_curves([], empty=views.curves_note(None)), hidden,
+                hidden, "", hidden, "empty", hidden, "", hidden, gr.skip(), gr.skip(), hidden,
+                views.generations_note(None, False), polling.timer_for(None), hidden)
+    points = lab.points(run_id)
+    eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
+    sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
+    if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
+        progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
+        return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 9
+    if moved_only(last_sig, sig):   # same run, same status: the line, and the curves only when they grew
+        grew = sig[4] != last_sig[4]
+        curves_fig = plots.training_curves(points, run["edge"], views.curves_note(run)) if grew else gr.skip()
+        return (views.progress_html(run, eta), curves_fig) + (gr.skip(),) * 4 + (sig,) + (gr.skip(),) * 9
+    done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
+    m = run.get("metrics") or {}
+    samples = lab.samples(run_id) if done else []
+    figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
+    again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
+    table = views.side_by_side(samples) if samples else None
+    return (views.progress_html(run, eta), plots.training_curves(points, run["edge"], views.curves_note(run)),
+            *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
+            gr.update(value=table, visible=table is not None), sig,
+            *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),
+            views.generations_note(run, table is not None), polling.timer_for(run["status"]),
+            gr.update(visible=not done))
+
+
+def moved_only(last_sig, sig: tuple) -> bool:
+    """Whether a tick finds the same run in the same unfinished status as the last one drew (only its progress,
+    stage, queue place or curve points moved): then the charts of results, the tables and the buttons stay as
+    they are. Signatures: (run id, status, progress, stage, curve points, ETA text)."""
+    return (isinstance(last_sig, (tuple, list)) and tuple(last_sig[:2]) == sig[:2]
+            and sig[1] in ("queued", "running"))
 
 
 def _edge_extras(lab, run: dict, samples: list[dict], n_inputs: int) -> tuple:

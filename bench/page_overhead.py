@@ -75,13 +75,16 @@ def cli_run(scenario: str, preset: str) -> tuple[str, float]:
     return stored_duration(d)
 
 
-def page_run(scenario: str, preset: str) -> tuple[str, float, float, float]:
+def page_run(scenario: str, preset: str, worker: str) -> tuple[str, float, float, float]:
+    """`worker`: where the page's run trains — `thread` (a thread of the page's own process, as `python -m app`
+    did before) or `process` (a `python -m engine worker` beside it, sharing the database)."""
     from playwright.sync_api import expect, sync_playwright
 
     from bench.classroom_load import free_port, wait_up
     d = data_dir()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env_for(d, GRADIO_SERVER_PORT=str(port)),
+    page_env = env_for(d, GRADIO_SERVER_PORT=str(port), LAB_WORKER_MODE=worker)
+    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=page_env,
                               stdout=subprocess.DEVNULL, stderr=open(d / "server.log", "w"))
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -115,16 +118,21 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scenario", default="sentiment")
     p.add_argument("--preset", default="quick")
+    p.add_argument("--workers", default="thread,process",
+                   help="where the page's run trains, one page run each: thread (in the page's process), process")
     args = p.parse_args()
     status_cli, cli_s = cli_run(args.scenario, args.preset)
-    status_page, page_s, browser_cpu, server_cpu = page_run(args.scenario, args.preset)
     print(f"prompt → parameter (kl), {args.scenario}, preset {args.preset}")
     print(f"  CLI  {cli_s:7.1f} s  ({status_cli})")
-    print(f"  page {page_s:7.1f} s  ({status_page}); browser {browser_cpu:.1f} CPU s, server process (run "
-          f"included) {server_cpu:.1f} CPU s while it ran")
-    print(f"  page / CLI = {page_s / cli_s:.3f}  (overhead {100 * (page_s / cli_s - 1):+.1f} %)")
-    print(json.dumps({"cli_s": cli_s, "page_s": page_s, "ratio": page_s / cli_s, "browser_cpu_s": browser_cpu,
-                      "server_cpu_s": server_cpu}))
+    out = {"cli_s": cli_s}
+    for worker in args.workers.split(","):
+        status_page, page_s, browser_cpu, server_cpu = page_run(args.scenario, args.preset, worker)
+        print(f"  page, worker {worker:7s} {page_s:7.1f} s  ({status_page}); page / CLI = {page_s / cli_s:.3f} "
+              f"(overhead {100 * (page_s / cli_s - 1):+.1f} %); browser {browser_cpu:.1f} CPU s, server "
+              f"processes (run included) {server_cpu:.1f} CPU s while it ran", flush=True)
+        out[worker] = {"page_s": page_s, "ratio": page_s / cli_s, "browser_cpu_s": browser_cpu,
+                       "server_cpu_s": server_cpu}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -337,3 +337,28 @@ class JobRunner:
                     cancel.set()
                     raise RunCancelled()
         return on_progress
+
+
+def spawn_worker_process(settings: Settings):
+    """A `python -m engine worker` beside this process, on the same database and data directory: the page's process
+    then only queues, and the run's Python never waits on the page's (the GIL, its event loop, its handlers). It
+    dies with the process that spawned it (Linux: PR_SET_PDEATHSIG), as a worker thread would; a run it had
+    under way is then marked interrupted by the next start."""
+    import signal
+    import subprocess
+    import sys
+
+    def die_with_parent() -> None:
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except OSError:   # not Linux: the page's atexit hook stops it instead
+            pass
+    env = {**os.environ, "LAB_DATA_DIR": str(settings.data_dir), "LAB_DB_URL": settings.db_url,
+           "LAB_MODEL": settings.model, "LAB_WORKER": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env, cwd=Path(__file__).resolve().parent.parent,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    import atexit
+    atexit.register(lambda: proc.poll() is None and proc.kill())
+    log.info("worker process %d runs the queue", proc.pid)
+    return proc

@@ -12,6 +12,9 @@ LAB_PRECISION auto (bf16 on CUDA; on a CPU only where a start-up micro-benchmark
               fp32), fp32 or bf16. The verdict is cached per machine in LAB_DATA_DIR/precision.json.
 LAB_WORKER    1 (default): the page's process also runs queued runs; 0: it only queues them, for
               `python -m engine worker` processes (on this machine or others) sharing its database.
+LAB_WORKER_MODE  how the page (`python -m app`) runs its queue when LAB_WORKER=1: `process` (default) starts a
+              `python -m engine worker` beside it, so a run never waits on the page's Python; `thread` runs it in a
+              thread of the page's own process.
 LAB_STALE_AFTER_S  a running run whose worker has not written a heartbeat for this long (default 90 s) is
               taken for dead and marked interrupted (a worker on this machine is checked by its pid at once).
 LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently

@@ -45,8 +45,28 @@ def _serve(tmp_path, model_cache_dir):
         proc.kill()
         pytest.fail("the lab did not start: " + (tmp_path / "server.log").read_text()[-2000:])
     yield url
+    workers = _children(proc.pid)   # the queue's worker process (LAB_WORKER_MODE=process, the default)
+    assert bool(workers) == (env.get("LAB_WORKER") != "0"), f"worker processes: {workers}"
     proc.terminate()
     proc.wait(timeout=30)
+    for _ in range(40):             # it dies with the page (PR_SET_PDEATHSIG), as a worker thread would
+        if not any(os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid) for pid in workers):
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail(f"the worker process {workers} outlived the page")
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        return {"Z": "zombie"}.get(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0], "alive")
+    except OSError:
+        return "gone"
 
 
 def _set(page, name: str, value) -> None:
