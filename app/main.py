@@ -14,7 +14,7 @@ import gradio as gr  # noqa: E402
 from app import identity, page_api, tab_about, tab_chain, tab_compare, tab_convert, tab_history, tab_table1  # noqa: E402
 
 # Colours from the theme's variables where Gradio has one, so light and dark (?__theme=dark) both read
-CSS = (".lab-progress {width: 100%; min-width: 300px}"
+CSS = (".lab-progress {width: 100%; min-width: 300px; contain: content}"   # a new line lays out only itself
        " .lab-progress-track {background: rgba(128,128,128,0.22); border-radius: 6px; height: 18px; width: 100%}"
        " .caption p {font-size: 0.95em; color: var(--body-text-color-subdued); margin-top: 0}"
        " #lab-intro p {margin: 0.1em 0}"

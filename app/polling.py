@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-RUNNING_S = 3.0    # the progress line's clock and the live curves (each tick costs the browser a redraw: at 1 s a
-                   # headless Chromium took 0.30 of a core on 2 cores, at 4 s 0.15, and the run lost what it took)
+RUNNING_S = 5.0    # the progress line and the live curves. Each tick costs the browser even when it redraws nothing:
+                   # on the lab's page a headless Chromium took 0.017 of a core idle, 0.044 with a tick every 3 s
+                   # that changed nothing, 0.061 with the progress line redrawn each time; the run loses more
+                   # than that (its 2 threads wait for the one the browser took)
 QUEUED_S = 2.0     # the queue position and its ETA
 IDLE_S = 10.0      # a tab that looks for something new (History, the newest Table 1) while nothing moves
 

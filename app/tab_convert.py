@@ -225,10 +225,11 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
 
 
 def _refresh(lab, run_id, last_sig, n_inputs):
-    """The 16 outputs of a tick, redrawing only what changed: the progress line while the run moves (its clock each
-    tick), the live curves when a point came, everything else when the status changes. The timer ticks every 3 s
-    while the run runs, every 2 s while it waits, and stops once it has ended (a new run, or one opened elsewhere,
-    changes `selected_run`, which calls this and starts it again)."""
+    """The 16 outputs of a tick, redrawing only what changed: the progress line when the run moves (its progress,
+    stage or place in the queue; the time spent and left come with it), the live curves when a point came,
+    everything else when the status changes. The timer ticks every 5 s while the run runs, every 2 s while it
+    waits, and stops once it has ended (a new run, or one opened elsewhere, changes `selected_run`, which calls
+    this and starts it again)."""
     run = lab.run(run_id) if run_id else None
     if run is None:   # no run (or it was deleted): the empty state, drawn once, and the timer stops
         if last_sig == "empty":
@@ -240,9 +241,8 @@ def _refresh(lab, run_id, last_sig, n_inputs):
     points = lab.points(run_id)
     eta = lab.queue_estimate(run_id) if run["status"] == "queued" else None
     sig = (run_id, run["status"], run["progress"], run["stage"], len(points), views.eta_text(eta))
-    if sig == last_sig:   # nothing new but the time: only the progress line, and only while it runs
-        progress_line = views.progress_html(run, eta) if run["status"] == "running" else gr.skip()
-        return (progress_line,) + (gr.skip(),) * 5 + (last_sig,) + (gr.skip(),) * 9
+    if sig == last_sig:   # nothing moved (its clock did, and shows at the next move): the page redraws nothing
+        return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 9
     if moved_only(last_sig, sig):   # same run, same status: the line, and the curves only when they grew
         grew = sig[4] != last_sig[4]
         curves_fig = plots.training_curves(points, run["edge"], views.curves_note(run)) if grew else gr.skip()

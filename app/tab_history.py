@@ -158,7 +158,7 @@ def _table(lab, runs: list[dict], who):
 
 def _poll(lab):
     """Redraw the table only when a run changed (status or progress) under the filters shown (per page); look
-    every 3 s while a listed run moves, every 10 s (for new runs) while none does."""
+    every 5 s while a listed run moves, every 10 s (for new runs) while none does."""
     def tick(*args):
         *values, order, mine, who, last = args
         runs = _runs(lab, values, order, mine, who)

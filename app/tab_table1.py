@@ -31,7 +31,7 @@ def build(lab, visitor: gr.State) -> None:
         chart = gr.Plot(show_label=False, elem_id="table1-chart")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="table1-rows")
         run_id, shown = gr.State(None), gr.State(None)
-        timer = gr.Timer(polling.IDLE_S)   # every 2 s while a table runs, every 10 s while it looks for the newest
+        timer = gr.Timer(polling.IDLE_S)   # every 5 s while a table runs, every 10 s while it looks for the newest
 
         # ---- events ----
         run_btn.click(lambda s, p, who: _start(lab, s, p, who), [scenario, preset, visitor], [run_id, status],
@@ -87,9 +87,9 @@ def _refresh(lab, run_id: str | None, last, scenario: str | None = None):
     Before this visitor starts one, the tab shows the scenario's newest table."""
     run_id = run_id or newest_table(lab, scenario)
     run = lab.run(run_id) if run_id else None
-    # the timer's setting goes out each tick (every 2 s while the table runs, 10 s otherwise): a Run click that
-    # was refused had set it to 2 s
-    timer = polling.timer_for(run["status"] if run else None, polling.IDLE_S, running_s=2.0)
+    # the timer's setting goes out each tick (every 5 s while the table runs or waits 2 s, 10 s otherwise): a Run
+    # click that was refused had set it faster
+    timer = polling.timer_for(run["status"] if run else None, polling.IDLE_S)
     if run is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer
     state = (run_id, run["status"], run.get("progress"), run.get("stage"))

@@ -39,10 +39,13 @@ def env_for(d: Path, **extra) -> dict:
 
 
 def stored_duration(d: Path) -> tuple[str, float]:
+    """The run's status (with the precision it ran in: a start-up measurement disturbed by load once chose fp32
+    on a bf16 machine, ×1.7 slower) and its stored wall time."""
     from storage import Store
     runs = Store(f"sqlite:///{d / 'lab.sqlite'}").list_runs(limit=10)
     run = runs[0]
-    return run["status"], run["duration_s"]
+    precision = (run["config"].get("runtime") or {}).get("precision", "?")
+    return f"{run['status']}, {precision}", run["duration_s"]
 
 
 def cpu_seconds(pids: list[int]) -> float:

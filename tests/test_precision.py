@@ -34,6 +34,20 @@ def test_auto_follows_the_measurement_and_caches_it(tmp_path, fp32_s, bf16_s, wa
     assert first.label == f"CPU {torch.backends.cpu.get_cpu_capability()} · {want}"
 
 
+def test_two_processes_starting_at_once_measure_once_and_agree(tmp_path):
+    """The page and its worker process start together: one measures while the other waits, then reads it."""
+    import subprocess
+    import sys
+    code = ("import sys, time, torch; from engine.precision import choose_precision\n"
+            "def timer(shapes):\n    print('measured', flush=True); time.sleep(1.0); return 0.010, 0.004\n"
+            "c = choose_precision(torch.device('cpu'), 'auto', [(8, 16)], __import__('pathlib').Path(sys.argv[1]), timer)\n"
+            "print(c.precision, c.reason)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "precision.json")], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=120)[0] for p in procs)
+    assert outs == ["bf16 cached\n", "measured\nbf16 measured\n"]
+
+
 def test_a_damaged_cache_is_measured_again(tmp_path):
     cache = tmp_path / "precision.json"
     cache.write_text("{not json")
