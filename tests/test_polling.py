@@ -35,18 +35,18 @@ def test_a_moving_run_redraws_its_progress_line_and_only_new_curves_then_everyth
     skip = tab_convert.gr.skip()
     rid = lab.store.create_run("prompt->parameter", "kl", "sentiment", {"method_config": {}}, status="running")
     first = tab_convert._refresh(lab, rid, None, 3)
-    assert len(first) == 16 and first[1] is not skip and first[14].active      # a new run: all of it, polling on
+    assert len(first) == 16 and first[1] != skip and first[14].active      # a new run: all of it, polling on
     lab.store.report_progress(rid, 0.3, "training step 3/10")
     moved = tab_convert._refresh(lab, rid, first[6], 3)
     assert "30%" in moved[0] and moved[6] != first[6]                           # the line follows the run…
-    assert all(out is skip for i, out in enumerate(moved) if i not in (0, 6))  # …and nothing else is sent
+    assert all(out == skip for i, out in enumerate(moved) if i not in (0, 6))  # …and nothing else is sent
     lab.store.add_points(rid, 3, {"loss": 0.12})
     grown = tab_convert._refresh(lab, rid, moved[6], 3)
-    assert grown[1] is not skip and list(grown[1].data[0].y) == [0.12]          # a new point: the curves redraw
-    assert all(out is skip for i, out in enumerate(grown) if i not in (0, 1, 6))
+    assert grown[1] != skip and list(grown[1].data[0].y) == [0.12]          # a new point: the curves redraw
+    assert all(out == skip for i, out in enumerate(grown) if i not in (0, 1, 6))
     lab.store.mark_finished(rid, "succeeded", metrics={"kl_before": 0.2, "kl_after": 0.1})
     ended = tab_convert._refresh(lab, rid, grown[6], 3)
-    assert ended[14].active is False and ended[4] is not skip                   # the end: results drawn, polling off
+    assert ended[14].active is False and ended[4] != skip                   # the end: results drawn, polling off
 
 
 def test_the_page_gets_its_frame_throttle_before_gradio_scripts_and_nothing_else_changes():
