@@ -144,7 +144,8 @@ def main() -> None:
     mode = os.environ.get("LAB_WORKER_MODE", "process").strip().lower()
     if mode not in ("process", "thread"):
         raise SystemExit(f"LAB_WORKER_MODE: {mode!r} is not process or thread")
-    in_process = os.environ.get("LAB_WORKER", "1").strip().lower() not in ("0", "false", "no")
+    from engine.settings import _flag
+    in_process = _flag("LAB_WORKER", True)   # read as the settings read it (a bad value is refused, by name)
     if in_process and mode == "process":
         os.environ["LAB_WORKER"] = "0"   # this process only queues: the worker beside it runs the queue
     from engine.api import get_lab
