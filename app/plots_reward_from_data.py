@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from app.plot_style import TEMPLATE
 
@@ -60,10 +61,22 @@ def _bars(items: list[tuple[str, float]], title: str, yaxis: str, colors: list[s
 
 
 def demonstration_bars(metrics: dict) -> go.Figure:
-    """The reference reward (never trained on) of π0 and of the policy learned from demonstrations."""
+    """The reference reward (never trained on) of π0 and of the policy learned from demonstrations; for
+    adversarial imitation beside it the reward it maximized, r_ω of the last discriminator (Eq. 7)."""
     keys = (("π0", ("reward_base", "reference_reward_before")), ("learned", ("reward_sft", "reference_reward_after")))
     items = [(name, metrics[k]) for name, options in keys for k in options if isinstance(metrics.get(k), float)]
-    return _bars(items, "held-out reference reward", "mean reward", ["#7f7f7f", "#d62728"])
+    d_items = [(n, metrics[k]) for n, k in (("π0", "discriminator_reward_before"),
+                                            ("learned", "discriminator_reward_after")) if isinstance(metrics.get(k), float)]
+    if not d_items:
+        return _bars(items, "held-out reference reward", "mean reward", ["#7f7f7f", "#d62728"])
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15,
+                        subplot_titles=["reference reward (never trained on)", "r_ω of the last D (Eq. 7, maximized)"])
+    for col, panel in enumerate((items, d_items), start=1):
+        fig.add_trace(go.Bar(x=[n for n, _ in panel], y=[v for _, v in panel], marker_color=["#7f7f7f", "#d62728"],
+                             text=[f"{v:.3f}" for _, v in panel], textposition="outside", showlegend=False),
+                      row=1, col=col)
+    fig.update_layout(title="held-out replies of π0 and of the learned policy", **LAYOUT)
+    return fig
 
 
 def demonstration_fit(metrics: dict) -> go.Figure:

@@ -42,7 +42,7 @@ METHODS = [
     ("reward-model", "pairwise", "arithmetic", "auc", False),
     ("reward-model", "discriminator", "sentiment", "heldout_accuracy", False),
     ("demonstrations", "sft", "sentiment", ("reward_base", "reward_sft"), False),
-    ("demonstrations", "adversarial", "sentiment", ("reference_reward_before", "reference_reward_after"), False),
+    ("demonstrations", "adversarial", "sentiment", ("discriminator_reward_before", "discriminator_reward_after"), False),
 ]
 
 

@@ -8,11 +8,16 @@ to storage as they happen, so the page can be reloaded or closed while a run goe
 """
 from __future__ import annotations
 
+import atexit
+import ctypes
 import dataclasses
 import logging
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -344,13 +349,8 @@ def spawn_worker_process(settings: Settings):
     then only queues, and the run's Python never waits on the page's (the GIL, its event loop, its handlers). It
     dies with the process that spawned it (Linux: PR_SET_PDEATHSIG), as a worker thread would; a run it had
     under way is then marked interrupted by the next start."""
-    import signal
-    import subprocess
-    import sys
-
     def die_with_parent() -> None:
         try:
-            import ctypes
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
         except OSError:   # not Linux: the page's atexit hook stops it instead
             pass
@@ -358,7 +358,6 @@ def spawn_worker_process(settings: Settings):
            "LAB_MODEL": settings.model, "LAB_WORKER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env, cwd=Path(__file__).resolve().parent.parent,
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-    import atexit
     atexit.register(lambda: proc.poll() is None and proc.kill())
     log.info("worker process %d runs the queue", proc.pid)
     return proc

@@ -170,6 +170,15 @@ def pooled_features(host, xs: list[str], ys_ids: list[list[int]], batch_size: in
     return torch.cat(feats)
 
 
+def reply_features(host, xs: list[str], ys: list[str], **kw) -> torch.Tensor:
+    """`pooled_features` of replies given as text, tokenized as a head reads them when it is used
+    (`head_reward`: the text closed by the end-of-turn token). A head is fitted on these, not on the sampled
+    token ids: a sampled reply cut at max_new_tokens has no end-of-turn token, its text read as a reward does,
+    so a head fitted on sampled ids sees a feature at training that is never there in use (the discriminator
+    learned "cut short = the policy's" and put every held-out reply on the demonstrations' side)."""
+    return pooled_features(host, xs, [host.reply_ids(y) for y in ys], **kw)
+
+
 def train_head(chosen: torch.Tensor, rejected: torch.Tensor, steps: int, lr: float, l2: float,
                seed: int = 0, on_step=None) -> BradleyTerryHead:
     """Fit a BradleyTerryHead on pooled features of preference pairs: full batch Adam on
@@ -268,8 +277,7 @@ def head_reward(spec: dict, host) -> Reward:
 
     @torch.no_grad()
     def reward(inputs: list[str], outputs: list[str]) -> list[float]:
-        feats = pooled_features(host, inputs, [host.reply_ids(y) for y in outputs], pooling=pooling,
-                                system=spec.get("context_system"))
+        feats = reply_features(host, inputs, outputs, pooling=pooling, system=spec.get("context_system"))
         return head(feats).tolist()
     return reward
 

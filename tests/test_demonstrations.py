@@ -133,9 +133,10 @@ def test_discriminator_tells_worked_solutions_from_base_replies_and_its_reward_i
     run = _run(lab, "discriminator", "reward-model", samples_per_input=1, heldout_samples=1, head_steps=100,
                n_heldout=8)
     m = run["metrics"]
-    # held out, D ranks every worked solution above the base's replies on these inputs (its threshold at D = 1/2
-    # carries over less well from 16 pairs: accuracy is reported, the ranking is what is asserted)
-    assert m["heldout_auc"] > 0.75 and m["train_accuracy"] > 0.75 and 0 <= m["heldout_accuracy"] <= 1
+    # held out, D ranks the worked solutions above the base's replies and its threshold D = 1/2 carries over: it
+    # is fitted on replies read as the stored reward reads them (text closed by the end-of-turn token), so a
+    # reply cut at max_new_tokens is no giveaway in training that is gone in use (accuracy was 0.5 with AUC 0.9)
+    assert m["heldout_auc"] > 0.75 and m["train_accuracy"] > 0.75 and m["heldout_accuracy"] > 0.7
     assert m["reward_demonstrations"] > m["reward_policy"]          # Eq. 7: demonstrations score higher
     assert {"agreement_spearman", "agreement_pair_accuracy"} <= set(m)   # None where every reply scores the same
     bon = lab.run(lab.run_now(lab.prepare_task("best-of-n", "bon", "arithmetic",
@@ -151,6 +152,8 @@ def test_adversarial_imitation_alternates_the_discriminator_and_rl(lab):
     assert [r["round"] for r in m["rounds"]] == [1, 2]
     assert all(0 <= r["d_accuracy"] <= 1 for r in m["rounds"])
     assert 0 <= m["heldout_accuracy"] <= 1 and m["kl_to_base"] > 0
+    # the last D_ω judges π0's held-out replies and the trained policy's: the reward Eq. 5 maximized, before/after
+    assert all(math.isfinite(m[k]) for k in ("discriminator_reward_before", "discriminator_reward_after"))
     steps = sorted({p["step"] for p in lab.points(run["run_id"]) if p["name"] == "loss"})
     assert steps == [1, 2]   # round 2's RL step follows round 1's on the curve
 

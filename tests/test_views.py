@@ -51,6 +51,16 @@ def test_figures_follow_the_edge():
     assert len(curves.data) == 3 and list(curves.data[0].y) == [0.5]
 
 
+def test_adversarial_imitation_bars_show_the_reward_it_maximized_beside_the_reference():
+    sft, _ = plots.result_figures("demonstrations", {"reward_base": 0.3, "reward_sft": 0.6}, [])
+    assert [list(t.y) for t in sft.data] == [[0.3, 0.6]]
+    m = {"reference_reward_before": 0.35, "reference_reward_after": 0.34, "discriminator_reward_before": -3.3,
+         "discriminator_reward_after": -0.7, "rounds": [{"round": 1, "d_accuracy": 0.9}]}
+    bars, fit = plots.result_figures("demonstrations", m, [])
+    assert [list(t.y) for t in bars.data] == [[0.35, 0.34], [-3.3, -0.7]]   # two panels: r and r_ω
+    assert list(fit.data[0].y) == [0.9]
+
+
 def test_reward_model_figures_show_each_selection_rule_and_the_score_split():
     bon = [{"n": 1, "reward_orm": 0.2, "reward_confidence": 0.2, "reward_oracle": 0.2},
            {"n": 4, "reward_orm": 0.3, "reward_confidence": 0.4, "reward_oracle": 0.5}]

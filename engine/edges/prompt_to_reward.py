@@ -194,7 +194,8 @@ def _preference_pairs(config, ctx, z_plus, z_minus):
     minus = sample(z_minus, "negative", config.seed + 12, 0.15)
     # how often the RLCD label (y+ preferred) agrees with the reference reward: the label noise
     agree = [float(a > b) + 0.5 * float(a == b) for a, b in zip(plus.rewards, minus.rewards)]
-    return plus.inputs, plus.token_ids, minus.token_ids, {"pair_label_accuracy": sum(agree) / len(agree)}
+    served = lambda s: [host.reply_ids(y) for y in s.outputs]   # as the reward reads replies (reply_features)
+    return plus.inputs, served(plus), served(minus), {"pair_label_accuracy": sum(agree) / len(agree)}
 
 
 DERIVE = {"judge": _judge, "contrastive": _contrastive, "bradley-terry": _bradley_terry}

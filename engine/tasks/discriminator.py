@@ -25,7 +25,7 @@ from engine.edges.prompt_to_reward import DERIVED
 from engine.evaluation import Scored, sample_and_score
 from engine.methods import register
 from engine.references import resolve_policy
-from engine.reward_models import build_model_reward, pooled_features, save_head, train_discriminator_head
+from engine.reward_models import build_model_reward, reply_features, save_head, train_discriminator_head
 from engine.rewards import pair_accuracy, spearman
 from engine.run_types import Result, RunContext
 from engine.tasks.reward_from_data import auc
@@ -51,15 +51,15 @@ class DiscriminatorConfig(LinearHead):
 
 
 def demo_features(host, demos: list[Demonstration], pooling: str, on_batch=None) -> torch.Tensor:
-    return pooled_features(host, [d.input for d in demos], [host.reply_ids(d.reply) for d in demos],
-                           pooling=pooling, on_batch=on_batch)
+    return reply_features(host, [d.input for d in demos], [d.reply for d in demos], pooling=pooling,
+                          on_batch=on_batch)
 
 
 def fit_discriminator(host, demos: list[Demonstration], replies: Scored, config, on_step=None):
     """Eq. 6 on π0's features of the demonstrations and of the policy's replies: the head and its train
     accuracy."""
     demo = demo_features(host, demos, config.pooling)
-    policy = pooled_features(host, replies.inputs, replies.token_ids, pooling=config.pooling)
+    policy = reply_features(host, replies.inputs, replies.outputs, pooling=config.pooling)   # as r_ω reads them
     head = train_discriminator_head(demo, policy, config.head_steps, config.head_lr, config.head_l2, config.seed,
                                     on_step)
     with torch.no_grad():

@@ -128,7 +128,7 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
                          "the policy or samples_per_input")
     progress(0.3, "features of the train replies")
     system = policy.system if config.context == "policy" else None
-    feats = rm.pooled_features(host, data.inputs, data.token_ids, pooling=config.pooling, system=system,
+    feats = rm.reply_features(host, data.inputs, data.outputs, pooling=config.pooling, system=system,
                                on_batch=lambda i, k: progress(0.3 + 0.1 * i / k, "pooled hidden states"))
 
     def on_step(step, loss):
