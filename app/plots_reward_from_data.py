@@ -69,13 +69,14 @@ def demonstration_bars(metrics: dict) -> go.Figure:
                                             ("learned", "discriminator_reward_after")) if isinstance(metrics.get(k), float)]
     if not d_items:
         return _bars(items, "held-out reference reward", "mean reward", ["#7f7f7f", "#d62728"])
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.15,
-                        subplot_titles=["reference reward (never trained on)", "r_ω of the last D (Eq. 7, maximized)"])
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.18,
+                        subplot_titles=["reference reward<br>(never trained on)", "r_ω of the last D<br>(Eq. 7, maximized)"])
     for col, panel in enumerate((items, d_items), start=1):
         fig.add_trace(go.Bar(x=[n for n, _ in panel], y=[v for _, v in panel], marker_color=["#7f7f7f", "#d62728"],
-                             text=[f"{v:.3f}" for _, v in panel], textposition="outside", showlegend=False),
+                             text=[f"{v:.3f}" for _, v in panel], textposition="inside", showlegend=False),
                       row=1, col=col)
-    fig.update_layout(title="held-out replies of π0 and of the learned policy", **LAYOUT)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(title="held-out replies: π0 and the learned policy", **(LAYOUT | {"margin": dict(l=50, r=20, t=90, b=45)}))
     return fig
 
 
