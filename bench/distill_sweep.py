@@ -83,9 +83,13 @@ def main() -> None:
         p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)
         h_student = sample_and_score(host, student, held_x, reward, **held)
         kl_after = kl_to_cached(host, tables, student, h_teacher.inputs, h_teacher.token_ids)
+        # the same KL on the transfer set it trained on: far below kl_after = it generalizes badly, not fits badly
+        kl_train = (kl_to_cached(host, t_tables, student, train.inputs, train.token_ids) if t_tables is not None
+                    else None)
         host.delete_adapter(student.adapter)
         kept = p2p.gain_kept(h_base.mean_reward, h_teacher.mean_reward, h_student.mean_reward)
         print(json.dumps({"variant": name, "kl_after": round(kl_after, 4), "kl_ratio": round(kl_after / kl_before, 3),
+                          "kl_train": kl_train and round(kl_train, 4),
                           "reward_student": round(h_student.mean_reward, 4), "gain_kept": round(kept, 3),
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
