@@ -129,7 +129,7 @@ def run(method: str, config: OutcomeRMConfig, ctx: RunContext) -> Result:
     progress(0.3, "features of the train replies")
     system = policy.system if config.context == "policy" else None
     feats = rm.reply_features(host, data.inputs, data.outputs, pooling=config.pooling, system=system,
-                               on_batch=lambda i, k: progress(0.3 + 0.1 * i / k, "pooled hidden states"))
+                              on_batch=lambda i, k: progress(0.3 + 0.1 * i / k, "pooled hidden states"))
 
     def on_step(step, loss):
         if step % 25 == 0 or step == config.head_steps:
