@@ -87,7 +87,7 @@ def _refresh(lab, run_id: str | None, last, scenario: str | None = None):
     Before this visitor starts one, the tab shows the scenario's newest table."""
     run_id = run_id or newest_table(lab, scenario)
     run = lab.run(run_id) if run_id else None
-    # the timer's setting goes out each tick (every 5 s while the table runs or waits 2 s, 10 s otherwise): a Run
+    # the timer's setting goes out each tick (every 5 s while the table runs, 2 s while it waits, 10 s otherwise): a Run
     # click that was refused had set it faster
     timer = polling.timer_for(run["status"] if run else None, polling.IDLE_S)
     if run is None:

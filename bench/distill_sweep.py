@@ -28,18 +28,18 @@ from engine.run_types import RunContext  # noqa: E402
 from engine.scenarios import load_scenario  # noqa: E402
 from engine.settings import REPO_ROOT  # noqa: E402
 
+ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 VARIANTS = {
     "default": {},
     "teacher_T0.7": {"teacher_temperature": 0.7},
-    "all_linear": {"lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+    "all_linear": {"lora_targets": ALL_LINEAR},
     "lr2e-3": {"lr": 2e-3},
     "lr3e-3": {"lr": 3e-3},
     "lr3e-3_samples4": {"lr": 3e-3, "teacher_samples": 4},
     "lr3e-3_rank16": {"lr": 3e-3, "lora_rank": 16, "lora_alpha": 32.0},
     "steps80": {"steps": 80},
-    "all_linear_lr3e-3": {"lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "lr": 3e-3},
-    "all_linear_lr3e-3_steps80": {"lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                                  "lr": 3e-3, "steps": 80},
+    "all_linear_lr3e-3": {"lora_targets": ALL_LINEAR, "lr": 3e-3},
+    "all_linear_lr3e-3_steps80": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 80},
     "samples4": {"teacher_samples": 4},
     "imitation": {"method": "imitation"},
 }

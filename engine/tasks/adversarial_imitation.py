@@ -73,13 +73,14 @@ def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     rounds, head = [], None
+    demo = demo_features(host, train, config.pooling)   # π0's features of the demonstrations: the same every round
     with host.removed_on_failure(policy.adapter):
         for r in range(config.rounds):
             lo, hi = 0.06 + 0.84 * r / config.rounds, 0.06 + 0.84 * (r + 1) / config.rounds
             host.model.eval()
             replies = sample_and_score(host, policy, [d.input for d in train], reference, config.samples_per_input,
                                        config.max_new_tokens, config.temperature, config.seed + 1000 * r + 1)
-            head, accuracy = fit_discriminator(host, train, replies, config)
+            head, accuracy = fit_discriminator(host, demo, replies, config)
             rounds.append({"round": r + 1, "d_accuracy": accuracy, "reference_reward": replies.mean_reward})
             progress(lo + 0.2 * (hi - lo), f"round {r + 1}/{config.rounds}: D_ω refitted (Eq. 6)",
                      step=r * config.steps, points={"d_accuracy": accuracy, "reference_reward": replies.mean_reward})

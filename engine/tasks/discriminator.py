@@ -55,10 +55,9 @@ def demo_features(host, demos: list[Demonstration], pooling: str, on_batch=None)
                           on_batch=on_batch)
 
 
-def fit_discriminator(host, demos: list[Demonstration], replies: Scored, config, on_step=None):
-    """Eq. 6 on π0's features of the demonstrations and of the policy's replies: the head and its train
-    accuracy."""
-    demo = demo_features(host, demos, config.pooling)
+def fit_discriminator(host, demo: torch.Tensor, replies: Scored, config, on_step=None):
+    """Eq. 6 on π0's features of the demonstrations (`demo_features`: π0 is frozen, so one computation serves
+    every refit) and of the policy's replies: the head and its train accuracy."""
     policy = reply_features(host, replies.inputs, replies.outputs, pooling=config.pooling)   # as r_ω reads them
     head = train_discriminator_head(demo, policy, config.head_steps, config.head_lr, config.head_l2, config.seed,
                                     on_step)
@@ -88,7 +87,8 @@ def run(method: str, config: DiscriminatorConfig, ctx: RunContext) -> Result:
         if step % 25 == 0 or step == config.head_steps:
             progress(0.45 + 0.1 * step / config.head_steps, f"fitting the discriminator (Eq. 6), step {step}",
                      step=step, points={"loss": loss})
-    head, train_accuracy = fit_discriminator(host, train, replies, config, on_step)
+    head, train_accuracy = fit_discriminator(host, demo_features(host, train, config.pooling), replies, config,
+                                             on_step)
     path = save_head(head, ctx.out_dir / "discriminator.safetensors", host.model_name, config.pooling)
     spec = {"kind": "outcome", "objective": "discriminator", "head": str(path), "pooling": config.pooling,
             "context_system": None, "trained_on": f"{len(train)} demonstrations vs replies of {policy.label}"}
