@@ -26,19 +26,22 @@ CURVES_BY_EDGE = {
     "reward->prompt": prz.CURVES,
     "reward-model": (("loss", "head training loss (Sun et al. Eq. 8, or Eq. 6 for the discriminator)"),),
     "demonstrations": (("loss", "training loss"), ("reward", "held-out reward"),
-                       ("nll_heldout", "SFT: held-out −log π(y*|x) per token"),
-                       ("d_accuracy", "adversarial: D_ω accuracy (Eq. 6)")),
+                       ("nll_heldout", "held-out −log π(y*|x) per token")),
+    # a method whose curves are not its edge's: (edge, method)
+    ("demonstrations", "adversarial"): (("loss", "RLOO loss on r_ω (Eq. 5)"), ("reward", "held-out reward"),
+                                        ("reference_reward", "reference reward of the replies D_ω is refitted on"),
+                                        ("d_accuracy", "D_ω train accuracy per refit (Eq. 6)")),
 }
 POLICY_COLORS = {"base": "#7f7f7f", "teacher": "#1f77b4", "student": "#d62728"}
 VERTEX_XY = {"prompt": (0.0, 0.0), "parameter": (1.0, 0.0), "reward": (0.5, math.sqrt(3) / 2)}
 
 
-def training_curves(points: list[dict], edge: str | None = None, empty: str = "") -> go.Figure:
-    """Loss, held-out KL and reward against the optimizer step, one panel each (the edge picks which); without
-    points and with `empty` given, a chart that says so instead of blank axes."""
+def training_curves(points: list[dict], edge: str | None = None, empty: str = "", method: str | None = None) -> go.Figure:
+    """Loss, held-out KL and reward against the optimizer step, one panel each (the method, else its edge, picks
+    which); without points and with `empty` given, a chart that says so instead of blank axes."""
     if not points and empty:
         return placeholder(empty)
-    curves = CURVES_BY_EDGE.get(edge, CURVES)
+    curves = CURVES_BY_EDGE.get((edge, method)) or CURVES_BY_EDGE.get(edge, CURVES)
     fig = make_subplots(rows=1, cols=len(curves), subplot_titles=[wrapped(t, 22) for _, t in curves],
                         horizontal_spacing=0.08)
     df = pd.DataFrame(points or [], columns=["name", "step", "value"])

@@ -245,7 +245,8 @@ def _refresh(lab, run_id, last_sig, n_inputs):
         return (gr.skip(),) * 6 + (last_sig,) + (gr.skip(),) * 9
     if moved_only(last_sig, sig):   # same run, same status: the line, and the curves only when they grew
         grew = sig[4] != last_sig[4]
-        curves_fig = plots.training_curves(points, run["edge"], views.curves_note(run)) if grew else gr.skip()
+        curves_fig = (plots.training_curves(points, run["edge"], views.curves_note(run), run["method"]) if grew
+                      else gr.skip())
         return (views.progress_html(run, eta), curves_fig) + (gr.skip(),) * 4 + (sig,) + (gr.skip(),) * 9
     done = run["status"] in ("succeeded", "failed", "cancelled", "interrupted")
     m = run.get("metrics") or {}
@@ -253,7 +254,8 @@ def _refresh(lab, run_id, last_sig, n_inputs):
     figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
     again = run["status"] in ("failed", "cancelled", "interrupted") and run["edge"] != "chain"
     table = views.side_by_side(samples) if samples else None
-    return (views.progress_html(run, eta), plots.training_curves(points, run["edge"], views.curves_note(run)),
+    curves_fig = plots.training_curves(points, run["edge"], views.curves_note(run), run["method"])
+    return (views.progress_html(run, eta), curves_fig,
             *(gr.update(value=f, visible=f is not None) for f in figs), views.metrics_markdown(run),
             gr.update(value=table, visible=table is not None), sig,
             *_edge_extras(lab, run, samples if done else [], int(n_inputs)), gr.update(visible=again),

@@ -180,7 +180,8 @@ def _detail(lab, run_id: str) -> tuple:
     figs = plots.result_figures(run["edge"], m, samples) if m else (None, None)
     queue = lab.queue_estimate(run_id) if run["status"] == "queued" else None
     return (gr.update(visible=True), views.progress_html(run, queue), views.metrics_markdown(run),
-            views.artifact_markdown(run), plots.training_curves(lab.points(run_id), run["edge"], views.curves_note(run)),
+            views.artifact_markdown(run), plots.training_curves(lab.points(run_id), run["edge"], views.curves_note(run),
+                                                             run["method"]),
             *figs,
             _generations(samples), json.dumps(run["config"], indent=1, ensure_ascii=False))
 

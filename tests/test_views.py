@@ -61,6 +61,17 @@ def test_adversarial_imitation_bars_show_the_reward_it_maximized_beside_the_refe
     assert list(fit.data[0].y) == [0.9]
 
 
+def test_learning_from_demonstrations_charts_the_curves_of_its_own_method():
+    points = [{"name": "loss", "step": 1, "value": 0.5}, {"name": "d_accuracy", "step": 0, "value": 0.9},
+              {"name": "reference_reward", "step": 0, "value": 0.35}]
+    titles = lambda fig: [a.text.replace("<br>", " ") for a in fig.layout.annotations]
+    adversarial = plots.training_curves(points, "demonstrations", method="adversarial")
+    assert not any("−log π(y*|x)" in t for t in titles(adversarial))            # no SFT panel that never fills
+    assert [list(t.y) for t in adversarial.data][2:] == [[0.35], [0.9]]         # its own round-by-round points
+    sft = plots.training_curves(points, "demonstrations", method="sft")
+    assert any("−log π(y*|x)" in t for t in titles(sft)) and not any("D_ω" in t for t in titles(sft))
+
+
 def test_reward_model_figures_show_each_selection_rule_and_the_score_split():
     bon = [{"n": 1, "reward_orm": 0.2, "reward_confidence": 0.2, "reward_oracle": 0.2},
            {"n": 4, "reward_orm": 0.3, "reward_confidence": 0.4, "reward_oracle": 0.5}]
