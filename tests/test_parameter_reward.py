@@ -11,7 +11,7 @@ from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
 from engine.edges.reward_to_parameter import LOSS, RLConfig, sequence_logps
 from engine.training import update
-from engine.steering import Steer, apply_preset, steered_generate, steered_generate_sequential
+from engine.steering import Steer, apply_preset, one_prefill_pays, steered_generate, steered_generate_sequential
 
 RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
            "max_new_tokens": 12, "eval_every": 1}
@@ -67,6 +67,22 @@ def test_batched_steering_equals_the_naive_loop_and_w0_is_plain_decoding(host, r
     assert batched.token_ids != plain.token_ids                   # w = 1.5 does change the text
     # π1 = π*: contrastive decoding runs two distinct policies, not three
     assert len(Steer(random_adapter, random_adapter, BASE, 1.0).distinct()) == 2
+
+
+def test_one_prefill_over_all_policies_only_while_it_pads_little():
+    short, long = [1] * 20, [1] * 60
+    assert one_prefill_pays([[short, short], [short, short], [short + [2], short]])
+    assert not one_prefill_pays([[long, long], [short, short], [short, short]])   # z of 40 more tokens on π1
+
+
+def test_steering_with_a_long_prompt_prefills_per_policy_and_is_still_exact(host, random_adapter):
+    z = prompted(" ".join(["Answer in five words or fewer, and keep every reply short and plain."] * 4))
+    steer = Steer(pi1=z, star=random_adapter, zero=BASE, w=1.0)
+    xs = ["Describe the ocean.", "What is a good breakfast?"]
+    assert not one_prefill_pays([[host.prefix_ids(p, x) for x in xs] for p in steer.distinct()])
+    kw = dict(n_samples=1, max_new_tokens=8, temperature=1.0, seed=4)
+    with host.run_precision("fp32"):
+        assert steered_generate(host, steer, xs, **kw).token_ids == steered_generate_sequential(host, steer, xs, **kw).token_ids
 
 
 def test_steering_mixes_two_adapters_or_none_exactly(host, random_adapter):

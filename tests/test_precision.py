@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from engine.errors import LabInputError
-from engine.precision import bf16_wins, choose_precision, matmul_timings
+from engine.model_host import read_rows_as_matrix
+from engine.policies import BASE
+from engine.precision import FrozenBf16Weights, bf16_wins, choose_precision, matmul_timings
 from engine.settings import load_settings
 
 CPU = torch.device("cpu")
@@ -88,3 +90,58 @@ def test_a_run_precision_reaches_every_forward_and_is_restored(host):
     with host.run_precision("auto"):
         assert host.precision == host.choice.precision
     assert host.precision == start
+
+
+class Tied(torch.nn.Module):
+    """A model in miniature: an embedding, a frozen body and an lm_head tied to the embedding."""
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.body, self.head = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 50, False)
+        self.head.weight = self.emb.weight
+        self.requires_grad_(False)
+
+    def forward(self, ids):
+        return self.head(self.body(self.emb(ids)))
+
+
+def test_frozen_weights_are_read_as_bf16_copies_inside_a_bf16_region_with_the_same_numbers():
+    import threading
+    model, lock, ids = Tied(), threading.RLock(), torch.tensor([[1, 7, 3]])
+    originals = {n: p for n, p in model.named_parameters()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(ids)                                   # autocast casting every weight at every call
+    weights = FrozenBf16Weights(model, lock)
+    with weights.region(CPU, "bf16"):
+        assert model.body.weight.dtype == model.head.weight.dtype == torch.bfloat16
+        assert model.emb.weight.dtype == torch.float32      # the tied embedding's rows stay float32
+        with weights.region(CPU, "bf16"):                   # nested: still inside, once
+            pass
+        assert model.body.weight.dtype == torch.bfloat16
+        assert torch.equal(model(ids), want)
+        other = threading.Thread(target=lambda: out.append(lock.acquire(timeout=0.05)))
+        out = []
+        other.start(), other.join()
+        assert out == [False]                               # a forward on another thread waits for the region
+    assert {n: p for n, p in model.named_parameters()} == originals        # the same fp32 tensors, tie kept
+    assert model.head.weight is model.emb.weight and model.body.weight.dtype == torch.float32
+    with weights.region(CPU, "fp32"):
+        assert model.body.weight.dtype == torch.float32
+
+
+def test_the_host_bf16_region_gives_autocasts_logits_exactly(host):
+    ys = [host.reply_ids("A bright and lovely morning!")]
+    with host.run_precision("bf16"):
+        with host.autocast():
+            fast = host.batch_logits(BASE, ["Describe your morning."], ys)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):   # float32 weights, cast at every call
+            slow = host.batch_logits(BASE, ["Describe your morning."], ys)[0]
+    assert torch.equal(fast, slow)
+
+
+def test_the_lm_head_reads_a_sliced_last_position_as_a_matrix_with_the_same_values():
+    head, h = torch.nn.Linear(16, 50, bias=False), torch.randn(3, 5, 16)
+    want = [torch.nn.functional.linear(t, head.weight) for t in (h[:, -1:], h)]
+    read_rows_as_matrix(head)
+    for t, w in zip((h[:, -1:], h), want):
+        assert head(t).shape == w.shape and torch.allclose(head(t), w, atol=1e-6)
