@@ -189,10 +189,10 @@ def masked_adapters(host, masks: dict[str, torch.Tensor]):
     over all rows and adds each adapter's delta B·(mask ⊙ A·x)·scaling, the mask (N,) 1 on its policy's
     rows and 0 elsewhere. For the batch every LoRA layer's forward is this one line of tensor ops, with the
     adapters' weights cast once to the compute dtype (`_row_lora_forward`): peft's forward casts the input
-    and every LoRA weight at each call (under bf16 autocast ≈ 1,000 small casts per decoding step here), and
-    its mixed batch (`adapter_names`) splits every layer's input per adapter in Python. The same numbers as
-    peft's (the same ops in the same order; tested equal to the naive loop). With no mask, adapters are off:
-    every row is the base (or its prompt)."""
+    to float32 and autocast casts it back, and A and B, at every call, and its mixed batch (`adapter_names`)
+    splits every layer's input per adapter in Python. The same numbers as peft's (the same ops; a 0/1 mask
+    on the rank-r activations; tested equal to the naive loop). With no mask, adapters are off: every row
+    is the base (or its prompt)."""
     if host.peft is None:
         yield
         return
@@ -217,7 +217,7 @@ def masked_adapters(host, masks: dict[str, torch.Tensor]):
 
 def _lora_part(layer, name: str, mask: torch.Tensor, dtype):
     """(A, B, scaling, mask) of one adapter in one layer; A and B in the compute dtype (what autocast would
-    cast them to at every call), the mask shaped to scale the rank-r activations (N, 1, r)."""
+    cast them to at every call), the mask shaped (N, 1, 1) to scale each row's rank-r activations."""
     if name in getattr(layer, "lora_variant", {}):
         raise NotImplementedError(f"steering mixes plain LoRA adapters only; {name!r} is a LoRA variant")
     A, B = layer.lora_A[name].weight.detach(), layer.lora_B[name].weight.detach()
