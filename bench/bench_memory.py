@@ -3,7 +3,8 @@
 Baselines printed beside each figure: the adapters' own tensor bytes (the floor) and the goal
 base + 5 MB × K. Adapters are the lab's default (rank 8 on the attention projections), saved once, then
 loaded frozen as a run that references them would load them. The last part sets max_adapters = 4, loads 16
-and checks that only 4 stay (the rest are unloaded and come back from their files when used).
+and checks that only 4 stay (the rest are unloaded and come back from their files when used). Last, one bf16
+forward: what the bf16 copies of the frozen weights add (engine/precision.py), made once per host.
 
 Usage: python bench/bench_memory.py [--k 0,4,16] [--limit 4]
 """
@@ -102,6 +103,17 @@ def main() -> None:
         first = host.sequence_logprobs(with_adapter("lru0"), x, y)   # evicted: loaded again from its files
         print(f"lru0 used again: reloaded from its files (log p = {first[0]:.4f}); now kept: "
               f"{', '.join(a for a in host.adapters if a.startswith('lru'))}")
+        before = rss_mb()
+        with host.run_precision("bf16"), host.autocast(), torch.no_grad():
+            host.sequence_logprobs(BASE, x, y)   # a bf16 forward: the frozen weights' bf16 copies are made once
+        print(f"after the first bf16 forward: resident {rss_mb():.0f} MB (+{rss_mb() - before:.0f} MB of bf16 copies "
+              f"of the frozen weights; expected {bf16_copy_bytes(host) / MB:.0f} MB)")
+
+
+def bf16_copy_bytes(host: ModelHost) -> int:
+    """What the bf16 copies of the frozen linear weights take: 2 bytes per weight of every base nn.Linear."""
+    return sum(2 * m.weight.numel() for name, m in host.model.named_modules()
+               if isinstance(m, torch.nn.Linear) and "lora_" not in name)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ VARIANTS = {
     "steps80": {"steps": 80},
     "all_linear_lr3e-3": {"lora_targets": ALL_LINEAR, "lr": 3e-3},
     "all_linear_lr3e-3_steps80": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 80},
+    "all_linear_lr3e-3_steps160": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160},
+    "all_linear_lr3e-3_steps160_inputs32": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "n_train": 32},
     "samples4": {"teacher_samples": 4},
     "imitation": {"method": "imitation"},
 }
