@@ -106,7 +106,8 @@ def main() -> None:
         before = rss_mb()
         with host.run_precision("bf16"), host.autocast(), torch.no_grad():
             host.sequence_logprobs(BASE, x, y)   # a bf16 forward: the frozen weights' bf16 copies are made once
-        print(f"after the first bf16 forward: resident {rss_mb():.0f} MB (+{rss_mb() - before:.0f} MB of bf16 copies "
+        after = rss_mb()
+        print(f"after the first bf16 forward: resident {after:.0f} MB (+{after - before:.0f} MB of bf16 copies "
               f"of the frozen weights; expected {bf16_copy_bytes(host) / MB:.0f} MB)")
 
 
