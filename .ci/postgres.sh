@@ -3,7 +3,8 @@
 # missing), a fresh cluster in a temporary folder, listening on loopback only, trust auth for one user.
 # Prints the SQLAlchemy URL of its maintenance database on stdout (the tests make one database per test):
 #   export LAB_TEST_PG_URL=$(bash .ci/postgres.sh)
-# Stop it with: pg_ctl -D "$(dirname of the printed url's cluster)" stop — or let the machine go; CI does.
+# The cluster goes in $LAB_PG_DIR when set (an empty folder; `.ci/run` stops the server there when it ends),
+# else in a new temporary folder (named on stderr; stop it with pg_ctl -D that-folder/data stop).
 set -euo pipefail
 log() { echo "postgres: $*" >&2; }
 
@@ -15,7 +16,7 @@ if [ -z "$(pg_bin)" ]; then
 fi
 BIN=$(pg_bin)
 PORT=${LAB_PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-DIR=$(mktemp -d /tmp/lab-pg.XXXXXX)
+DIR=${LAB_PG_DIR:-$(mktemp -d /tmp/lab-pg.XXXXXX)}
 AS=()
 if [ "$(id -u)" = 0 ]; then   # initdb refuses to run as root: the cluster belongs to the postgres user
   chown postgres "$DIR"
