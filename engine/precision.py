@@ -228,6 +228,11 @@ class FrozenBf16Weights:
                     and not module.weight.requires_grad:
                 yield module
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the bf16 copies (0 before the first bf16 region makes them)."""
+        return sum(half.numel() * half.element_size() for _, _, half in self._copies or ())
+
     def _swap(self, inside: bool) -> None:
         if self._copies is None:
             self._copies = [(m, m.weight, torch.nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False))

@@ -112,6 +112,7 @@ def test_frozen_weights_are_read_as_bf16_copies_inside_a_bf16_region_with_the_sa
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = model(ids)                                   # autocast casting every weight at every call
     weights = FrozenBf16Weights(model, lock)
+    assert weights.nbytes == 0                              # nothing copied before the first bf16 region
     with weights.region(CPU, "bf16"):
         assert model.body.weight.dtype == model.head.weight.dtype == torch.bfloat16
         assert model.emb.weight.dtype == torch.float32      # the tied embedding's rows stay float32
@@ -125,6 +126,7 @@ def test_frozen_weights_are_read_as_bf16_copies_inside_a_bf16_region_with_the_sa
         assert out == [False]                               # a forward on another thread waits for the region
     assert {n: p for n, p in model.named_parameters()} == originals        # the same fp32 tensors, tie kept
     assert model.head.weight is model.emb.weight and model.body.weight.dtype == torch.float32
+    assert weights.nbytes == 2 * (16 * 16 + 50 * 16)        # body and the tied head, 2 bytes a weight
     with weights.region(CPU, "fp32"):
         assert model.body.weight.dtype == torch.float32
 
