@@ -32,3 +32,13 @@ def placeholder(text: str, height: int = 180) -> go.Figure:
     fig.update_yaxes(visible=False)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), template=TEMPLATE)
     return fig
+
+
+def headroom(fig: go.Figure, values: list) -> None:
+    """Leave room above (and below) the bars for their value labels (textposition="outside" is clipped at the
+    axis otherwise); values that are not numbers are ignored."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    if values:
+        lo, hi = min(0.0, min(values)), max(0.0, max(values))
+        pad = 0.15 * ((hi - lo) or 1.0)
+        fig.update_yaxes(range=[lo - (pad if lo < 0 else 0), hi + pad])

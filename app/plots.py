@@ -12,7 +12,7 @@ from app import plots_parameter_prompt as ppz
 from app import plots_reward_from_data as prd
 from app import plots_reward_parameter as prp
 from app import plots_reward_prompt as prz
-from app.plot_style import TEMPLATE, placeholder, wrapped
+from app.plot_style import TEMPLATE, headroom, placeholder, wrapped
 
 CURVES = (("loss", "training loss"), ("kl_heldout", "held-out KL (nats/token)"), ("reward", "held-out reward"))
 CURVES_BY_EDGE = {
@@ -64,7 +64,7 @@ def reward_bars(metrics: dict) -> go.Figure:
                            text=[f"{v:.3f}" for _, v in present], textposition="outside"))
     fig.update_layout(title="held-out reward by policy", height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40), yaxis_title="mean reward")
-    _headroom(fig, [v for _, v in present])
+    headroom(fig, [v for _, v in present])
     return fig
 
 
@@ -75,7 +75,7 @@ def kl_bars(metrics: dict, title: str = "KL to the prompted teacher (nats/token)
                            text=[f"{v:.4f}" for _, v in items], textposition="outside"))
     fig.update_layout(title=title, height=300, template=TEMPLATE,
                       margin=dict(l=40, r=20, t=40, b=40))
-    _headroom(fig, [v for _, v in items])
+    headroom(fig, [v for _, v in items])
     return fig
 
 
@@ -103,14 +103,6 @@ def triangle(edges: list[dict], selected: str | None = None) -> go.Figure:
     return fig
 
 
-def _headroom(fig: go.Figure, values: list[float]) -> None:
-    """Leave room above (and below) the bars for their value labels."""
-    if values:
-        lo, hi = min(0.0, min(values)), max(0.0, max(values))
-        pad = 0.15 * ((hi - lo) or 1.0)
-        fig.update_yaxes(range=[lo - (pad if lo < 0 else 0), hi + pad])
-
-
 def derived_vs_reference(samples: list[dict]) -> go.Figure:
     """Scatter of a derived reward against the scenario's reference reward, one point per output."""
     rows = [r for r in samples if r.get("derived") is not None and r.get("reward") is not None]
@@ -130,7 +122,7 @@ def metric_bars(metrics: dict, names: tuple[str, ...], title: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=[n for n, _ in items], y=[v for _, v in items],
                            text=[f"{v:.3f}" for _, v in items], textposition="outside"))
     fig.update_layout(title=title, height=300, template=TEMPLATE, margin=dict(l=40, r=20, t=40, b=40))
-    _headroom(fig, [v for _, v in items])
+    headroom(fig, [v for _, v in items])
     return fig
 
 

@@ -5,7 +5,7 @@ import html
 
 import plotly.graph_objects as go
 
-from app.plot_style import TEMPLATE
+from app.plot_style import TEMPLATE, headroom
 
 LAYOUT = dict(height=320, template=TEMPLATE, margin=dict(l=50, r=20, t=50, b=45))
 
@@ -22,9 +22,7 @@ def rl_bars(metrics: dict) -> go.Figure:
     kl = metrics.get("kl_to_base")
     title = "held-out reward" + (f" · KL to π0 {kl:.3f} nats/token" if isinstance(kl, (int, float)) else "")
     fig.update_layout(title=title, yaxis_title="mean reward", **LAYOUT)
-    values = [v for _, v in names] + [0.0]
-    pad = 0.15 * ((max(values) - min(values)) or 1.0)   # room for the value labels above (and below) the bars
-    fig.update_yaxes(range=[min(values) - (pad if min(values) < 0 else 0), max(values) + pad])
+    headroom(fig, [v for _, v in names])
     return fig
 
 
@@ -41,6 +39,7 @@ def steering_bars(metrics: dict) -> go.Figure:
     gap = metrics.get("gap_closed")
     fig.update_layout(title="reward by policy" + (f" · gap closed {gap:.2f}" if isinstance(gap, float) else ""),
                       barmode="group", **LAYOUT)
+    headroom(fig, [y for trace in fig.data for y in trace.y])
     return fig
 
 

@@ -140,3 +140,11 @@ def test_every_registered_method_has_its_equation_in_latex():
     assert equations.equation_markdown("prompt->reward", "contrastive", "T", "plain").startswith(
         r"**T** — $R(x,y) = \log\frac{\pi_0(y\mid x,z^+)}")
     assert equations.equation_markdown("new-task", "new", "New", "a = b") == "**New** — `a = b`"
+
+
+def test_every_bar_chart_leaves_room_for_its_value_labels_above_the_tallest_bar():
+    m = {"reward_pi0": 0.475, "reward_star": 0.744, "reward_pi1": 0.475, "reward_steered": 0.744, "gap_closed": 1.0,
+         "pair_accuracy": 0.686, "reward_before": 0.35, "reward_after": 0.69, "kl_to_base": 0.39}
+    for fig in (*plots.result_figures("parameter->reward", m, []), *plots.result_figures("reward->parameter", m, [])):
+        tallest = max(y for trace in fig.data for y in trace.y if isinstance(y, (int, float)))
+        assert fig.layout.yaxis.range[1] > 1.1 * tallest, fig.layout.title.text
