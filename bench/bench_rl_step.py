@@ -10,6 +10,7 @@ per step (mean of the steps after the first) and, per row, the lab's throughput 
 Needs `trl` (bench/requirements-bench.txt; `make bench`).
 
 Usage: python bench/bench_rl_step.py [--steps 3] [--precisions fp32,bf16] [--trainers rloo,grpo,online-dpo]
+       [--fp32-linear aten,onednn]
 """
 from __future__ import annotations
 
@@ -125,35 +126,43 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of precisions, each run by both")
     ap.add_argument("--trainers", default="rloo,grpo,online-dpo", help="TRL trainers to race")
+    ap.add_argument("--fp32-linear", default="aten,onednn",
+                    help="the lab's fp32 runs on each kernel listed (engine/packed_weights.py): aten is the baseline")
     args = ap.parse_args()
     print(f"RL step: {BATCH} inputs × k={K}, ≤{TOKENS} tokens, LoRA r8 q/k/v/o, β={BETA}, {torch.get_num_threads()} threads")
     from engine.model_host import ModelHost
     s = load_settings()
     host = ModelHost(s.model, s.model_cache_dir, threads=s.threads, device=s.device, precision=s.precision,
-                     precision_cache=s.data_dir / "precision.json")
+                     precision_cache=s.data_dir / "precision.json", fp32_linear=s.fp32_linear)
     auto = host.choice.precision
     print(f"host: {host.describe()['label']} ({host.choice.reason})")
     trainers = args.trainers.split(",")
-    rows = []   # (precision, lab method, lab s/step, TRL trainer, TRL s/step or the reason it did not run)
+    rows = []   # (precision, lab method, fp32 kernel, lab s/step, TRL trainer, TRL s/step or why it did not run)
     for precision in args.precisions.split(","):
+        kernels = args.fp32_linear.split(",") if precision == "fp32" and host.packed_weights else ["—"]
         for method, against in (("rloo", [t for t in trainers if t in ("rloo", "grpo")]),
                                 ("dpo", [t for t in trainers if t == "online-dpo"])):
             if not against:
                 continue
-            lab = lab_seconds_per_step(host, args.steps, precision, method)
+            labs = {}
+            for kernel in kernels:
+                if host.packed_weights:
+                    host.packed_weights.enabled = kernel == "onednn"
+                labs[kernel] = lab_seconds_per_step(host, args.steps, precision, method)
             for kind in against:
                 try:
                     trl = trl_seconds_per_step(args.steps, kind, precision)
                 except Exception as e:   # a trainer that does not run here is reported, not hidden
                     trl = f"did not run: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
-                rows.append((precision, method, lab, kind, trl))
-    print(f"\nlab precision chosen at start-up (auto): {auto}\n")
-    print("| precision | lab | lab s/step | TRL | TRL s/step | lab throughput / TRL's |\n|---|---|---|---|---|---|")
-    for precision, method, lab, kind, trl in rows:
+                rows += [(precision, method, kernel, lab, kind, trl) for kernel, lab in labs.items()]
+    print(f"\nlab precision chosen at start-up (auto): {auto}; few-row fp32 linear: {host.fp32_linear.kernel}\n")
+    print("| precision | lab | lab fp32 linear | lab s/step | TRL | TRL s/step | lab throughput / TRL's |\n"
+          "|---|---|---|---|---|---|---|")
+    for precision, method, kernel, lab, kind, trl in rows:
         ratio = f"×{trl / lab:.2f}" if isinstance(trl, float) else "—"
         shown = f"{trl:.1f}" if isinstance(trl, float) else trl
-        k = K_OF[method]
-        print(f"| {precision} | {method} (k={k}) | {lab:.1f} | {kind} | {shown} | {ratio} |")
+        print(f"| {precision} | {method} (k={K_OF[method]}) | {kernel} | {lab:.1f} | {kind} | {shown} | {ratio} |")
+
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ shape. Every configuration decodes exactly `--tokens` steps (end-of-reply ignore
 (issue 16): steered ≤ 1.15 × plain 3× at every G, and at G = 1 steered ≤ 1.3 × plain 1×.
 
 Usage: python bench/bench_steering.py [--adapter PATH] [--batches 1,4,32] [--tokens 40] [--repeats 3]
-       [--precisions fp32] [--no-naive]
+       [--precisions fp32] [--no-naive] [--fp32-linear aten,onednn]
 (without --adapter a LoRA with random weights stands in for π*: speed does not depend on what it learned)
 """
 from __future__ import annotations
@@ -71,10 +71,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precisions", default="", help="comma list (default: the host's auto choice)")
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--fp32-linear", default="aten,onednn",
+                    help="fp32 rows run on each kernel listed (engine/packed_weights.py): aten is the baseline")
     args = ap.parse_args()
     s = load_settings()
     host = ModelHost(s.model, s.model_cache_dir, threads=s.threads, device=s.device, precision=s.precision,
-                     precision_cache=s.data_dir / "precision.json")
+                     precision_cache=s.data_dir / "precision.json", fp32_linear=s.fp32_linear)
     host.ends_reply = lambda nxt, out_tokens: torch.zeros_like(nxt, dtype=torch.bool)   # ignore_eos
     sc = load_scenario("sentiment")
     pool = sc.heldout_inputs + sc.train_inputs
@@ -84,34 +86,43 @@ def main() -> None:
     print(f"≤{args.tokens} steps per row (end-of-reply ignored), best of {args.repeats}, P = {P} policies, "
           f"{torch.get_num_threads()} threads, host: {host.describe()['label']} ({host.choice.reason})")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] or [host.choice.precision]
+    kernels = [k.strip() for k in args.fp32_linear.split(",") if k.strip()]
     rows = []
     for precision in precisions:
-        for G in [int(b) for b in args.batches.split(",")]:
-            xs, xs_rows = pool[:G], pool[:P * G]
-            kw = dict(n_samples=1, max_new_tokens=args.tokens, temperature=0.7, seed=0)
-            with host.run_precision(precision):
-                plain1, _ = ms_per_step(lambda: host.generate(steer.pi1, xs, batch_size=G, **kw),
-                                        args.repeats, args.tokens)
-                plain3, _ = ms_per_step(lambda: host.generate(steer.pi1, xs_rows, batch_size=P * G, **kw),
-                                        args.repeats, args.tokens)
-                steered, fast = ms_per_step(lambda: steered_generate(host, steer, xs, batch_size=G, **kw),
-                                            args.repeats, args.tokens)
-                naive, same = float("nan"), float("nan")
-                if not args.no_naive:
-                    naive, slow = ms_per_step(
-                        lambda: steered_generate_sequential(host, steer, xs, batch_size=G, **kw), 1, args.tokens)
-                    same = sum(a == b for a, b in zip(fast.token_ids, slow.token_ids)) / G
-            rows.append((precision, G, plain1, plain3, steered, naive, same))
-            print(f"  {precision} G={G}: plain {plain1:.1f} / plain {P}× {plain3:.1f} / steered {steered:.1f} / "
-                  f"naive {naive:.1f} ms per step", flush=True)
-    print(f"\n| precision | G inputs | plain π1, G rows | plain π1, {P}G rows (floor) | steered (lab) | naive loop | "
-          f"steered / floor (goal ≤ 1.15) | steered / plain (goal ≤ 1.3 at G=1) | naive / steered | "
-          f"steered tok/s | plain tok/s | same tokens as naive |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for precision, G, plain1, plain3, steered, naive, same in rows:
-        print(f"| {precision} | {G} | {plain1:.1f} ms | {plain3:.1f} ms | {steered:.1f} ms | {naive:.1f} ms | "
-              f"×{steered / plain3:.2f} | ×{steered / plain1:.2f} | ×{naive / steered:.2f} | "
-              f"{1000 * G / steered:.1f} | {1000 * G / plain1:.1f} | {same:.0%} |")
+        for kernel in (kernels if precision == "fp32" and host.packed_weights else ["—"]):
+            if host.packed_weights:
+                host.packed_weights.enabled = kernel == "onednn"
+            for G in [int(b) for b in args.batches.split(",")]:
+                rows.append((precision, kernel, G, *one_batch(host, steer, pool, precision, G, P, args)))
+                print(f"  {precision} ({kernel}) G={G}: plain {rows[-1][3]:.1f} / plain {P}× {rows[-1][4]:.1f} / "
+                      f"steered {rows[-1][5]:.1f} / naive {rows[-1][6]:.1f} ms per step", flush=True)
+    print(f"\n| precision | fp32 linear | G inputs | plain π1, G rows | plain π1, {P}G rows (floor) | steered (lab) | "
+          f"naive loop | steered / floor (goal ≤ 1.15) | steered / plain (goal ≤ 1.3 at G=1) | naive / steered | "
+          f"steered tok/s | plain tok/s | same tokens as naive |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for precision, kernel, G, plain1, plain3, steered, naive, same in rows:
+        ran = naive == naive   # not nan: the naive loop ran
+        print(f"| {precision} | {kernel} | {G} | {plain1:.1f} ms | {plain3:.1f} ms | {steered:.1f} ms | "
+              f"{f'{naive:.1f} ms' if ran else '—'} | ×{steered / plain3:.2f} | ×{steered / plain1:.2f} | "
+              f"{f'×{naive / steered:.2f}' if ran else '—'} | {1000 * G / steered:.1f} | {1000 * G / plain1:.1f} | "
+              f"{f'{same:.0%}' if ran else '—'} |")
 
+
+def one_batch(host, steer, pool, precision: str, G: int, P: int, args):
+    """(plain 1×, plain P×, steered, naive ms per step, share of rows the same as naive's) for G inputs."""
+    xs, xs_rows = pool[:G], pool[:P * G]
+    kw = dict(n_samples=1, max_new_tokens=args.tokens, temperature=0.7, seed=0)
+    with host.run_precision(precision):
+        plain1, _ = ms_per_step(lambda: host.generate(steer.pi1, xs, batch_size=G, **kw), args.repeats, args.tokens)
+        plain3, _ = ms_per_step(lambda: host.generate(steer.pi1, xs_rows, batch_size=P * G, **kw),
+                                args.repeats, args.tokens)
+        steered, fast = ms_per_step(lambda: steered_generate(host, steer, xs, batch_size=G, **kw),
+                                    args.repeats, args.tokens)
+        naive, same = float("nan"), float("nan")
+        if not args.no_naive:
+            naive, slow = ms_per_step(lambda: steered_generate_sequential(host, steer, xs, batch_size=G, **kw), 1,
+                                      args.tokens)
+            same = sum(a == b for a, b in zip(fast.token_ids, slow.token_ids)) / G
+    return plain1, plain3, steered, naive, same
 
 if __name__ == "__main__":
     main()

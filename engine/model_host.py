@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from engine import precision as prec
+from engine import packed_weights, precision as prec
 from engine.chat_format import discover
 from engine.kl import sequence_logprob
 from engine.model_loading import canonical_model, effective_model, hub_id, load_model_and_tokenizer
@@ -44,7 +44,8 @@ class Samples:
 
 class ModelHost:
     def __init__(self, model: str, cache_root: Path, threads: int | None = None, device: str = "auto",
-                 precision: str = "auto", precision_cache: Path | None = None, max_adapters: int = 16):
+                 precision: str = "auto", precision_cache: Path | None = None, max_adapters: int = 16,
+                 fp32_linear: str = "auto"):
         if threads:
             torch.set_num_threads(threads)
         loaded = effective_model(model)   # an embedded model without its package: the same model by hub id
@@ -62,6 +63,10 @@ class ModelHost:
         cache = precision_cache if precision_cache is not None else Path(cache_root).parent / "precision.json"
         self.choice = prec.choose_precision(self.device, precision, prec.model_shapes(self.model.config), cache)
         self._precision = threading.local()   # a run's own precision setting, per thread (run_precision)
+        self.fp32_linear = packed_weights.choose_fp32_linear(
+            self.device, fp32_linear, packed_weights.decode_shapes(self.model.config), cache)
+        self.packed_weights = (packed_weights.PackedFp32Weights(self.model) if self.fp32_linear.kernel == "onednn"
+                               else None)       # few-row fp32 decoding through oneDNN (engine/packed_weights.py)
         self.chat = discover(self.tok, getattr(self.model, "generation_config", None))
         self.eos_id = self.chat.end_id            # closes every teacher-forced reply
         self.end_ids = torch.tensor(sorted(self.chat.end_ids))   # any of these ends a sampled reply
@@ -115,7 +120,8 @@ class ModelHost:
         return {"model": self.model_name, "chat_format": self.chat.describe(), "device": self.device.type,
                 "precision": self.precision,
                 "label": dataclasses.replace(self.choice, precision=self.precision).label,
-                "choice": self.choice.to_dict(), "threads": torch.get_num_threads(),
+                "choice": self.choice.to_dict(), "fp32_linear": self.fp32_linear.to_dict(),
+                "threads": torch.get_num_threads(),
                 "parameters": sum(p.numel() for p in self.model.parameters()),
                 "load_seconds": round(self.load_seconds, 2)}
 

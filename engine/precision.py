@@ -143,19 +143,20 @@ def choose_precision(device: torch.device, requested: str = "auto", shapes: list
         return Precision(device.type, "fp32", f"{device.type}: fp32 by default", cap)
     shapes = list(shapes) or [(576, 1536), (1536, 576), (576, 576)]
     key = machine_key(device, shapes)
-    with _measuring(cache_file):   # two processes starting at once (the page and its worker): one measures
-        cached = _read_cache(cache_file).get(key)
+    with measuring(cache_file):   # two processes starting at once (the page and its worker): one measures
+        cached = read_cache(cache_file).get(key)
         if cached:
             return Precision(device.type, cached["precision"], "cached", cap, cached["fp32_ms"], cached["bf16_ms"])
         fp32_s, bf16_s = timer(shapes)
         choice = Precision(device.type, "bf16" if bf16_wins(fp32_s, bf16_s) else "fp32", "measured", cap,
                            round(fp32_s * 1e3, 2), round(bf16_s * 1e3, 2))
-        _write_cache(cache_file, key, choice)
+        write_cache(cache_file, key, {"precision": choice.precision, "fp32_ms": choice.fp32_ms,
+                                      "bf16_ms": choice.bf16_ms, "capability": choice.capability})
     return choice
 
 
 @contextlib.contextmanager
-def _measuring(cache_file: Path | None):
+def measuring(cache_file: Path | None):
     """An exclusive lock beside the cache while one process reads or measures: measured side by side, each
     would time the other's matmuls too (two at once here made a bf16 machine pick fp32, ×1.4 slower)."""
     if cache_file is None:
@@ -175,7 +176,7 @@ def _measuring(cache_file: Path | None):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _read_cache(path: Path | None) -> dict:
+def read_cache(path: Path | None) -> dict:
     if path is None or not path.exists():
         return {}
     try:
@@ -184,11 +185,11 @@ def _read_cache(path: Path | None) -> dict:
         return {}          # a damaged cache is measured again, not trusted
 
 
-def _write_cache(path: Path | None, key: str, choice: Precision) -> None:
+def write_cache(path: Path | None, key: str, record: dict) -> None:
+    """Add one verdict to the machine's cache (atomically: a reader never sees half a file)."""
     if path is None:
         return
-    data = _read_cache(path) | {key: {"precision": choice.precision, "fp32_ms": choice.fp32_ms,
-                                      "bf16_ms": choice.bf16_ms, "capability": choice.capability}}
+    data = read_cache(path) | {key: record}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))

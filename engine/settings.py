@@ -10,6 +10,8 @@ LAB_THREADS   torch intra-op threads (default: all cores).
 LAB_DEVICE    auto (CUDA when present, else CPU), cpu, cuda or mps.
 LAB_PRECISION auto (bf16 on CUDA; on a CPU only where a start-up micro-benchmark finds it faster than
               fp32), fp32 or bf16. The verdict is cached per machine in LAB_DATA_DIR/precision.json.
+LAB_FP32_LINEAR  auto (default: oneDNN-packed weights for decoding's few-row fp32 matmuls on a CPU where a
+              start-up micro-benchmark finds them faster than aten's; engine/packed_weights.py), aten or onednn.
 LAB_WORKER    1 (default): the page's process also runs queued runs; 0: it only queues them, for
               `python -m engine worker` processes (on this machine or others) sharing its database.
 LAB_WORKER_MODE  how the page (`python -m app`) runs its queue when LAB_WORKER=1: `process` (default) starts a
@@ -56,6 +58,7 @@ class Settings:
     threads: int
     device: str = "auto"
     precision: str = "auto"
+    fp32_linear: str = "auto"
     max_adapters: int = 16
     worker: bool = True
     stale_after_s: float = 90.0
@@ -93,6 +96,7 @@ def load_settings() -> Settings:
         threads=int(os.environ.get("LAB_THREADS", os.cpu_count() or 1)),
         device=os.environ.get("LAB_DEVICE", "auto").strip().lower() or "auto",
         precision=os.environ.get("LAB_PRECISION", "auto").strip().lower() or "auto",
+        fp32_linear=os.environ.get("LAB_FP32_LINEAR", "auto").strip().lower() or "auto",
         max_adapters=_positive_int("LAB_MAX_ADAPTERS", 16),
         worker=_flag("LAB_WORKER", True),
         stale_after_s=float(_positive_int("LAB_STALE_AFTER_S", 90)),
