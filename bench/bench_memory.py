@@ -4,7 +4,9 @@ Baselines printed beside each figure: the adapters' own tensor bytes (the floor)
 base + 5 MB × K. Adapters are the lab's default (rank 8 on the attention projections), saved once, then
 loaded frozen as a run that references them would load them. The last part sets max_adapters = 4, loads 16
 and checks that only 4 stay (the rest are unloaded and come back from their files when used). Last, one bf16
-forward: what the bf16 copies of the frozen weights add (engine/precision.py), made once per host.
+forward: what the bf16 copies of the frozen weights add (engine/precision.py), made once per host, and one fp32
+few-row forward: what the oneDNN-packed copies add where the host uses them (engine/packed_weights.py); both are
+kept out of the figures before them.
 
 Usage: python bench/bench_memory.py [--k 0,4,16] [--limit 4]
 """
@@ -67,7 +69,10 @@ def main() -> None:
     args = ap.parse_args()
     ks = sorted(int(k) for k in args.k.split(","))
     settings = load_settings()
-    host = ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads, max_adapters=10 ** 6)
+    host = ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads, max_adapters=10 ** 6,
+                     fp32_linear=settings.fp32_linear)
+    if host.packed_weights:
+        host.packed_weights.enabled = False   # measured last, on their own
     with tempfile.TemporaryDirectory() as tmp:
         paths, nbytes = make_adapters(host, max(ks + [args.limit * 4]), Path(tmp))
         x, y = ["How was your day?"], [host.reply_ids("It was a lovely day.")]
@@ -109,6 +114,13 @@ def main() -> None:
         after = rss_mb()
         print(f"after the first bf16 forward: resident {after:.0f} MB (+{after - before:.0f} MB; the bf16 copies of "
               f"the frozen weights hold {host._bf16_weights.nbytes / MB:.0f} MB)")
+        if host.packed_weights:
+            host.packed_weights.enabled = True
+            with host.run_precision("fp32"), torch.no_grad():
+                host.sequence_logprobs(BASE, x * 3, y * 3)   # few rows in fp32: the packed copies are made once
+            packed = rss_mb()
+            print(f"after the first few-row fp32 forward: resident {packed:.0f} MB (+{packed - after:.0f} MB; the "
+                  f"oneDNN-packed copies hold {host.packed_weights.nbytes / MB:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ the same precision: 8 train inputs × k samples, ≤ 40 new tokens, temperature 
 
 Each in fp32 and bf16 (`--precisions`; TRL: the model loaded in that dtype, `bf16=` to match). Prints seconds
 per step (mean of the steps after the first) and, per row, the lab's throughput over TRL's at that precision.
+Where the host decodes fp32 through oneDNN-packed weights (engine/packed_weights.py), the lab's fp32 steps run
+once on each kernel of `--fp32-linear` (aten, the baseline, and onednn), TRL's once.
 Needs `trl` (bench/requirements-bench.txt; `make bench`).
 
 Usage: python bench/bench_rl_step.py [--steps 3] [--precisions fp32,bf16] [--trainers rloo,grpo,online-dpo]

@@ -510,12 +510,12 @@ class ModelHost:
 
     def _sample_batch(self, model, prefixes: list[list[int]], max_new_tokens: int, temperature: float,
                       top_p: float, gen: torch.Generator, share: bool = True) -> list[list[int]]:
-        from transformers import DynamicCache
+        from engine.kv_cache import BufferedCache
         distinct, rows = share_prefix_rows(prefixes) if share else (prefixes, list(range(len(prefixes))))
         input_ids, attn_u = (t.to(self.device) for t in left_pad(distinct, self.pad_id))
         rows = torch.tensor(rows, device=self.device)                         # (B,) each row's distinct prompt
         attn, pos_u = attn_u[rows], (attn_u.cumsum(-1) - 1).clamp(min=0)
-        state = {"attn": attn, "pos": pos_u[rows], "cache": DynamicCache()}
+        state = {"attn": attn, "pos": pos_u[rows], "cache": BufferedCache()}   # appends in place (kv_cache.py)
 
         def step(tokens):   # one KV-cached forward: each distinct prompt once, then one token per row
             if tokens is None:

@@ -132,7 +132,6 @@ def _batched_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.ExitSt
     The prompts are prefilled in one forward over all rows when that pads little (`one_prefill_pays`); a
     long prompt z on one policy would pad every other row to its length, so then each policy is prefilled
     alone, padded only to its own longest prefix, and the caches are merged."""
-    from transformers import DynamicCache
     policies = steer.distinct()
     P, G = len(policies), len(xs)
     host.ensure_loaded(p.adapter for p in policies)                 # rows mix adapters: all of them at once
@@ -140,12 +139,13 @@ def _batched_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.ExitSt
              for name in dict.fromkeys(p.adapter for p in policies) if name}
     prefixes = [[host.prefix_ids(p, x) for x in xs] for p in policies]
     state = {}
+    from engine.kv_cache import BufferedCache
 
     def prefill():       # inside the decode loop's precision context, like every forward
         if one_prefill_pays(prefixes):
             batch.enter_context(masked_adapters(host, masks))
             ids, attn = (t.to(host.device) for t in left_pad([q for per in prefixes for q in per], host.pad_id))
-            state.update(attn=attn, cache=DynamicCache())
+            state.update(attn=attn, cache=BufferedCache())
             out = host.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
                              past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
             first = out.logits[:, -1].view(P, G, -1).transpose(0, 1)      # (G, P, V)
@@ -240,10 +240,10 @@ def _row_lora_forward(base, parts):
 
 def _prefill(host, policy: Policy, prefixes: list[list[int]]):
     """Run one policy over its prompts of all inputs: (cache, attention mask, next-token logits (G, V))."""
-    from transformers import DynamicCache
+    from engine.kv_cache import BufferedCache
     ids, attn = (t.to(host.device) for t in left_pad(prefixes, host.pad_id))
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = BufferedCache()
     with host.use(policy) as model:
         out = model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
@@ -262,13 +262,13 @@ def _left_pad_to(t: torch.Tensor, L: int, dim: int = 1) -> torch.Tensor:
 
 def _merge_caches(caches, L: int):
     """One batch cache from per-policy caches of different prompt lengths (keys/values (B, H, T, D))."""
-    from transformers import DynamicCache
+    from engine.kv_cache import BufferedCache
     layers = []
     for i in range(len(caches[0].layers)):
         k = torch.cat([_left_pad_to(c.layers[i].keys, L, 2) for c in caches])
         v = torch.cat([_left_pad_to(c.layers[i].values, L, 2) for c in caches])
         layers.append((k, v))
-    return DynamicCache(ddp_cache_data=layers)
+    return BufferedCache(layers)
 
 
 def _sequential_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.ExitStack):
@@ -287,11 +287,11 @@ def _sequential_step_fn(host, steer: Steer, xs: list[str], batch: contextlib.Exi
 
 def _rows_step(host, policies: list[Policy], xs: list[str], forward):
     """A KV-cached step function over one row per (input, policy), input-major: (G, P, V) logits."""
-    from transformers import DynamicCache
+    from engine.kv_cache import BufferedCache
     P = len(policies)
     prefixes = [host.prefix_ids(p, x) for x in xs for p in policies]
     ids, attn = (t.to(host.device) for t in left_pad(prefixes, host.pad_id))
-    state = {"attn": attn, "pos": (attn.cumsum(-1) - 1).clamp(min=0), "cache": DynamicCache()}
+    state = {"attn": attn, "pos": (attn.cumsum(-1) - 1).clamp(min=0), "cache": BufferedCache()}
 
     def step(tokens):
         if tokens is None:
