@@ -83,6 +83,10 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         return (_table(lab, runs, who), *menus, gr.update(choices=_union([r["run_id"] for r in runs], sel), value=sel),
                 f"{len(runs)} of {len(everything)} runs shown.")
 
+    def show_keeping_message(*args):
+        """The table after a delete, under the delete's own message (what was deleted, or why it was not)."""
+        return (*show(*args)[:-1], gr.skip())
+
     def open_run(evt: gr.SelectData, df, sel):
         # the row's own value: right even when the user sorted the table by a column header
         run_id = str(evt.row_value[0] if evt.row_value else df.iloc[evt.index[0]]["run_id"])
@@ -130,7 +134,8 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     # the page's button; scripts delete through /delete_run with their token (app/page_api.py)
     confirm_btn.click(delete, [opened, selected_run, visitor],
                       [message, detail, opened, selected_run, delete_btn, confirm_btn, keep_btn],
-                      api_visibility="private").then(show, view_inputs, view_outputs, api_visibility="private")
+                      api_visibility="private").then(show_keeping_message, view_inputs, view_outputs,
+                                                     api_visibility="private")
     last = gr.State(None)
     timer = gr.Timer(HISTORY_MOVING_S)
     timer.tick(_poll(lab), [*filters, sort, whose, visitor, last], [table, last, timer], show_progress="hidden",

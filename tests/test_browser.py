@@ -270,6 +270,8 @@ def test_two_visitors_own_their_runs(class_server):
         b.locator("#history-delete").click()
         b.locator("#history-confirm").click()
         expect(b.locator("#history-message")).to_contain_text("Cannot delete", timeout=30_000)
+        b.wait_for_timeout(2_000)   # the table's refresh after the delete keeps the delete's message
+        expect(b.locator("#history-message")).to_contain_text("Cannot delete")
         assert st.get_run(run_a) is not None
         _open_in_history(a, run_a)
         a.locator("#history-delete").click()
