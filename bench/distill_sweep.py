@@ -23,6 +23,7 @@ from engine.lora import lora_config  # noqa: E402
 from engine.evaluation import kl_to_cached, reply_logprobs, sample_and_score  # noqa: E402
 from engine.model_host import ModelHost  # noqa: E402
 from engine.policies import BASE, prompted, with_adapter  # noqa: E402
+from engine.pseudo_inputs import pseudo_inputs  # noqa: E402
 from engine.registry import EDGES, build_config  # noqa: E402
 from engine.run_types import RunContext  # noqa: E402
 from engine.scenarios import load_scenario  # noqa: E402
@@ -43,6 +44,9 @@ VARIANTS = {
     "all_linear_lr3e-3_steps160": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160},
     "all_linear_lr3e-3_steps160_inputs32": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "n_train": 32},
     "samples4": {"teacher_samples": 4},
+    # the transfer set grown by inputs the base model writes (engine/pseudo_inputs.py), same steps
+    "pseudo64": {"pseudo_inputs": 64},
+    "pseudo64_steps80": {"pseudo_inputs": 64, "steps": 80},
     "imitation": {"method": "imitation"},
 }
 
@@ -72,9 +76,15 @@ def main() -> None:
     for name in args.variants.split(","):
         over = dict(VARIANTS[name])
         method = over.pop("method", "kl")
+        n_pseudo = over.pop("pseudo_inputs", 0)
         cfg = build_config(EDGES["prompt->parameter"].methods[method], {**over, "eval_every": 0})
         t0 = time.perf_counter()
-        train = sample_and_score(host, teacher, sc.train_inputs[:cfg.n_train or None], reward, cfg.teacher_samples,
+        train_x = sc.train_inputs[:cfg.n_train or None]
+        if n_pseudo:
+            extra = pseudo_inputs(host, train_x, sc.heldout_inputs, n_pseudo, cfg.seed)
+            print(json.dumps({"variant": name, "pseudo_inputs": len(extra), "examples": extra[:6]}), flush=True)
+            train_x = train_x + extra
+        train = sample_and_score(host, teacher, train_x, reward, cfg.teacher_samples,
                                  cfg.max_new_tokens, cfg.teacher_temperature, cfg.seed)
         t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16) \
             if method == "kl" else None

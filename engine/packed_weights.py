@@ -41,7 +41,7 @@ ONEDNN_MARGIN = 0.9            # oneDNN must be at least 10 % faster to be used
 class Fp32Linear:
     """Which kernel a few-row fp32 linear runs on, and why."""
     kernel: str                 # "onednn" or "aten"
-    reason: str                 # "measured", "cached", "LAB_FP32_LINEAR", "not a CPU", "no oneDNN"
+    reason: str                 # "measured", "cached", "LAB_FP32_LINEAR", "not a CPU", "no oneDNN", "oneDNN failed"
     aten_ms: float | None = None
     onednn_ms: float | None = None
 
@@ -115,7 +115,10 @@ def choose_fp32_linear(device: torch.device, requested: str = "auto", shapes: li
         cached = read_cache(cache_file).get(key)
         if cached:
             return Fp32Linear(cached["kernel"], "cached", cached["aten_ms"], cached["onednn_ms"])
-        aten_s, onednn_s = timer(shapes)
+        try:
+            aten_s, onednn_s = timer(shapes)
+        except RuntimeError as e:   # a oneDNN build without these kernels (some non-x86 CPUs): aten, as before
+            return Fp32Linear("aten", f"oneDNN failed: {str(e).splitlines()[0][:120]}")
         choice = Fp32Linear("onednn" if onednn_s < ONEDNN_MARGIN * aten_s else "aten", "measured",
                             round(aten_s * 1e3, 2), round(onednn_s * 1e3, 2))
         write_cache(cache_file, key, {"kernel": choice.kernel, "aten_ms": choice.aten_ms,

@@ -89,6 +89,15 @@ def test_the_kernel_follows_the_measurement_and_is_cached(tmp_path):
     assert '"bf16_ms"' not in cache.read_text()              # beside, not inside, the precision's verdicts
 
 
+def test_a_onednn_that_fails_to_run_leaves_aten_and_is_not_cached(tmp_path):
+    def broken(shapes):
+        raise RuntimeError("could not create a primitive descriptor")
+    cache = tmp_path / "precision.json"
+    choice = choose_fp32_linear(CPU, "auto", SHAPES, cache, broken)
+    assert (choice.kernel, choice.reason) == ("aten", "oneDNN failed: could not create a primitive descriptor")
+    assert not cache.exists()
+
+
 def test_overrides_and_bad_values():
     assert choose_fp32_linear(CPU, "aten", SHAPES).reason == "LAB_FP32_LINEAR"
     assert choose_fp32_linear(torch.device("cuda"), "onednn", SHAPES).kernel == "aten"   # not a CPU
