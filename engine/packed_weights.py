@@ -139,7 +139,7 @@ class PackedFp32Weights:
         self._copies: dict[int, tuple[tuple[int, int], torch.Tensor, int]] = {}  # id(module) -> (key, copy, bytes)
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and "lora_" not in name and not module.weight.requires_grad:
-                inner = module.__dict__.get("forward") or functools.partial(torch.nn.Linear.forward, module)
+                inner = module.__dict__.get("forward") or functools.partial(type(module).forward, module)
                 module.forward = self._forward(module, inner)
 
     @property
