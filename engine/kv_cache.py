@@ -6,7 +6,7 @@ of the sampling's CPU time, as much as half its matmuls. Here each layer keeps a
 (doubled when full) and hands attention a view of its first T positions: one copy of the new step only.
 
 Anything that replaces a layer's keys (reorder_cache for shared prefixes, crop, batch selection) leaves a tensor
-that is not a view of the buffer; the next append notices and starts a new buffer from it. With gradients on
+other than the view it handed out; the next append notices and starts a new buffer from it. With gradients on
 (training forwards through a shared prefix) appends concatenate as DynamicCache does: writing into a buffer
 that an earlier forward saved for backward would break autograd.
 """
@@ -27,18 +27,16 @@ class BufferedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         T, n = self.get_seq_length(), key_states.shape[-2]
-        if not self._appends_in_place(key_states, T + n):
+        if not self._appends_in_place(T + n):
             self._new_buffers(key_states, value_states, T, max(2 * (T + n), MIN_ROOM))
         self._keys[..., T:T + n, :] = key_states
         self._values[..., T:T + n, :] = value_states
         self.keys, self.values = self._keys[..., :T + n, :], self._values[..., :T + n, :]
+        self._handed = self.keys      # what it gave out: anything else in self.keys was put there from outside
         return self.keys, self.values
 
-    def _appends_in_place(self, key_states: torch.Tensor, length: int) -> bool:
-        buf = getattr(self, "_keys", None)
-        return (buf is not None and self.keys.numel() > 0 and self.keys.data_ptr() == buf.data_ptr()
-                and buf.shape[:2] == key_states.shape[:2] and self.keys.stride() == buf.stride()
-                and length <= buf.shape[-2])
+    def _appends_in_place(self, length: int) -> bool:
+        return getattr(self, "_handed", None) is self.keys and length <= self._keys.shape[-2]
 
     def _new_buffers(self, key_states: torch.Tensor, value_states: torch.Tensor, T: int, capacity: int) -> None:
         B, H, _, D = key_states.shape

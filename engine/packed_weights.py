@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import LabInputError
-from engine.precision import machine_key, measuring, read_cache, write_cache
+from engine.precision import machine_key, measuring, model_shapes, read_cache, write_cache
 
 KERNELS = ("auto", "aten", "onednn")
 FEW_ROWS = 3                   # rows of the measured matmuls: one steered input (π1, π*, π0)
@@ -65,7 +65,6 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
 
 def decode_shapes(config) -> list[tuple[int, int]]:
     """(in, out) of the projections a decoding step runs through: attention, MLP and the lm_head."""
-    from engine.precision import model_shapes
     h = getattr(config, "hidden_size", None) or 576
     return model_shapes(config) + [(h, getattr(config, "vocab_size", None) or 49152)]
 
