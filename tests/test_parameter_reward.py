@@ -11,7 +11,8 @@ from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
 from engine.edges.reward_to_parameter import LOSS, RLConfig, sequence_logps
 from engine.training import update
-from engine.steering import Steer, apply_preset, one_prefill_pays, steered_generate, steered_generate_sequential
+from engine.steering import (Steer, _low_precision_row_lora_forward, apply_preset, one_prefill_pays, steered_generate,
+                             steered_generate_sequential)
 
 RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
            "max_new_tokens": 12, "eval_every": 1}
@@ -67,6 +68,27 @@ def test_batched_steering_equals_the_naive_loop_and_w0_is_plain_decoding(host, r
     assert batched.token_ids != plain.token_ids                   # w = 1.5 does change the text
     # π1 = π*: contrastive decoding runs two distinct policies, not three
     assert len(Steer(random_adapter, random_adapter, BASE, 1.0).distinct()) == 2
+
+
+def test_bf16_steering_adds_each_adapters_float32_delta_to_its_own_rows():
+    """Under bf16 autocast the mixed-adapter layer keeps the base's bf16 output on other rows and adds
+    scaling·B·A·x, computed in float32, on the adapter's rows; autocast is on again afterwards."""
+    torch.manual_seed(0)
+    base = torch.nn.Linear(32, 24, bias=False)
+    A, B, scaling = torch.randn(4, 32), torch.randn(24, 4), 2.0
+    mask = torch.tensor([0.0, 1.0, 0.0]).view(-1, 1, 1)
+    x = torch.randn(3, 5, 32)
+    forward = _low_precision_row_lora_forward(base, [(A, B, scaling, mask)])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, plain = forward(x), base(x)
+        assert torch.is_autocast_enabled("cpu")
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out[0], plain[0]) and torch.equal(out[2], plain[2])
+    with torch.no_grad():
+        delta = scaling * (x[1] @ A.T) @ B.T                      # float32 reference
+        exact = x[1] @ base.weight.T + delta
+    assert torch.allclose(out[1].float(), exact, rtol=1e-2, atol=1e-2)   # bf16 rounding of the sum only
+    assert not torch.allclose(out[1].float(), exact - delta, rtol=1e-2, atol=1e-2)
 
 
 def test_one_prefill_over_all_policies_only_while_it_pads_little():
