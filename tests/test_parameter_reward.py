@@ -1,5 +1,6 @@
 """reward ⇄ parameter on the embedded model: RL steps move the policy the right way, steering is exact,
 the log-ratio reward and best-of-N run end to end, and bad references are refused before anything is written."""
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ from engine.lora import lora_config
 from engine.policies import BASE, prompted, with_adapter
 from engine.edges.reward_to_parameter import LOSS, RLConfig, sequence_logps
 from engine.training import update
-from engine.steering import (Steer, _low_precision_row_lora_forward, apply_preset, one_prefill_pays, steered_generate,
-                             steered_generate_sequential)
+from engine.adapter_rows import _low_precision_row_lora_forward, adapter_decoding
+from engine.steering import Steer, apply_preset, one_prefill_pays, steered_generate, steered_generate_sequential
 
 RL_TINY = {"steps": 2, "batch_size": 2, "k": 2, "n_train": 8, "n_heldout": 4, "eval_samples": 1,
            "max_new_tokens": 12, "eval_every": 1}
@@ -89,6 +90,25 @@ def test_bf16_steering_adds_each_adapters_float32_delta_to_its_own_rows():
         exact = x[1] @ base.weight.T + delta
     assert torch.allclose(out[1].float(), exact, rtol=1e-2, atol=1e-2)   # bf16 rounding of the sum only
     assert not torch.allclose(out[1].float(), exact - delta, rtol=1e-2, atol=1e-2)
+
+
+def test_bf16_decoding_from_an_adapter_takes_the_float32_delta_path_and_matches_peft(host, random_adapter):
+    """Sampling from an adapter under bf16 goes through `adapter_decoding`: its next-token distribution is peft's
+    up to bf16 rounding (far closer to it than to the base's), and float32 keeps peft's own forward."""
+    ids = torch.tensor([host.prefix_ids(random_adapter, "Describe the ocean.")])
+    with host.run_precision("fp32"):
+        assert isinstance(adapter_decoding(host, "noisy"), contextlib.nullcontext)
+    with host.run_precision("bf16"), torch.no_grad():
+        assert adapter_decoding(host, None).__class__ is contextlib.nullcontext
+        logp = {}
+        for name, policy, rows in (("peft", random_adapter, contextlib.nullcontext()),
+                                   ("lab", random_adapter, adapter_decoding(host, "noisy")),
+                                   ("base", BASE, contextlib.nullcontext())):
+            with host.use(policy) as model, rows, host.autocast():
+                logp[name] = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+    kl = lambda p, q: float((logp[p].exp() * (logp[p] - logp[q])).sum())    # noqa: E731
+    assert kl("peft", "base") > 1e-3                                       # the adapter does change the output
+    assert kl("peft", "lab") < 0.05 * kl("peft", "base")
 
 
 def test_one_prefill_over_all_policies_only_while_it_pads_little():
