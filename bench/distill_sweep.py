@@ -2,7 +2,8 @@
 
 Base and teacher held-out samples (and the teacher's KL tables) are computed once and shared; each
 variant trains its own adapter and is scored on the same coupled held-out samples. Prints one line
-per variant: KL before/after, rewards, and the fraction of the teacher's reward gain kept.
+per variant: KL before/after, rewards, the fraction of the teacher's reward gain kept, and where the KL left
+held out lives: `kl_top5` is the share of it that the 5 % of reply tokens with the largest KL carry.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import torch  # noqa: E402
 
 from engine.edges import prompt_to_parameter as p2p  # noqa: E402
 from engine.lora import lora_config  # noqa: E402
-from engine.evaluation import kl_to_cached, reply_logprobs, sample_and_score  # noqa: E402
+from engine.evaluation import (kl_concentration, kl_to_cached, mean_per_token, reply_logprobs,  # noqa: E402
+                               sample_and_score, token_kls_to_cached)
 from engine.model_host import ModelHost  # noqa: E402
 from engine.policies import BASE, prompted, with_adapter  # noqa: E402
 from engine.pseudo_inputs import pseudo_inputs  # noqa: E402
@@ -33,6 +35,8 @@ ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 VARIANTS = {
     "default": {},
     "teacher_T0.7": {"teacher_temperature": 0.7},
+    "lr3e-3_T0.7": {"lr": 3e-3, "teacher_temperature": 0.7},
+    "all_linear_lr3e-3_T0.7": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "teacher_temperature": 0.7},
     "all_linear": {"lora_targets": ALL_LINEAR},
     "lr2e-3": {"lr": 2e-3},
     "lr3e-3": {"lr": 3e-3},
@@ -70,9 +74,10 @@ def main() -> None:
     h_teacher = sample_and_score(host, teacher, held_x, reward, **held)
     h_base = sample_and_score(host, BASE, held_x, reward, **held)
     tables = reply_logprobs(host, teacher, h_teacher.inputs, h_teacher.token_ids)
-    kl_before = kl_to_cached(host, tables, BASE, h_teacher.inputs, h_teacher.token_ids)
-    print(json.dumps({"kl_before": kl_before, "reward_base": h_base.mean_reward,
-                      "reward_teacher": h_teacher.mean_reward}), flush=True)
+    kls_before = token_kls_to_cached(host, tables, BASE, h_teacher.inputs, h_teacher.token_ids)
+    kl_before = mean_per_token(kls_before)
+    print(json.dumps({"kl_before": kl_before, "kl_top5": round(kl_concentration(kls_before), 3),
+                      "reward_base": h_base.mean_reward, "reward_teacher": h_teacher.mean_reward}), flush=True)
     for name in args.variants.split(","):
         over = dict(VARIANTS[name])
         method = over.pop("method", "kl")
@@ -94,14 +99,15 @@ def main() -> None:
         ctx = RunContext(host, sc, name, Path("/tmp"), lambda *a, **k: None)
         p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)
         h_student = sample_and_score(host, student, held_x, reward, **held)
-        kl_after = kl_to_cached(host, tables, student, h_teacher.inputs, h_teacher.token_ids)
+        kls_after = token_kls_to_cached(host, tables, student, h_teacher.inputs, h_teacher.token_ids)
+        kl_after = mean_per_token(kls_after)
         # the same KL on the transfer set it trained on: far below kl_after = it generalizes badly, not fits badly
         kl_train = (kl_to_cached(host, t_tables, student, train.inputs, train.token_ids) if t_tables is not None
                     else None)
         host.delete_adapter(student.adapter)
         kept = p2p.gain_kept(h_base.mean_reward, h_teacher.mean_reward, h_student.mean_reward)
         print(json.dumps({"variant": name, "kl_after": round(kl_after, 4), "kl_ratio": round(kl_after / kl_before, 3),
-                          "kl_train": kl_train and round(kl_train, 4),
+                          "kl_train": kl_train and round(kl_train, 4), "kl_top5": round(kl_concentration(kls_after), 3),
                           "reward_student": round(h_student.mean_reward, 4), "gain_kept": round(kept, 3),
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 

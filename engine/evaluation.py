@@ -69,19 +69,37 @@ def reply_logprobs(host, policy: Policy, xs: list[str], ys_ids: list[list[int]],
     return out
 
 
-@torch.no_grad()
 def kl_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], ys_ids: list[list[int]],
                  batch_size: int = 16) -> float:
     """KL(p‖q) per token over the replies, with p's log-prob tables precomputed (`reply_logprobs`)."""
-    total, count = 0.0, 0
+    return mean_per_token(token_kls_to_cached(host, cached_p, q, xs, ys_ids, batch_size))
+
+
+def mean_per_token(values: list[torch.Tensor]) -> float:
+    """The mean over every token of every reply (a long reply weighs more than a short one)."""
+    return sum(float(v.sum()) for v in values) / max(sum(len(v) for v in values), 1)
+
+
+@torch.no_grad()
+def token_kls_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], ys_ids: list[list[int]],
+                        batch_size: int = 16) -> list[torch.Tensor]:
+    """KL(p‖q) at every reply token, one (T_i,) float32 tensor per reply: where a mean KL lives."""
+    out = []
     for b in range(0, len(xs), batch_size):
         logits, _, mask = host.batch_logits(q, xs[b:b + batch_size], ys_ids[b:b + batch_size])
         logq = torch.log_softmax(logits, -1)
         for i in range(len(logq)):
             T = int(mask[i].sum())
-            total += float(token_kl(cached_p[b + i].to(logq.device, torch.float32), logq[i, :T]).sum())
-            count += T
-    return total / max(count, 1)
+            out.append(token_kl(cached_p[b + i].to(logq.device, torch.float32), logq[i, :T]).cpu())
+    return out
+
+
+def kl_concentration(kls: list[torch.Tensor], top: float = 0.05) -> float:
+    """The share of the summed KL that the `top` fraction of tokens with the largest KL carry (0.05 under a
+    uniform spread; 1.0 when those few tokens carry all of it)."""
+    flat = torch.cat(kls).sort(descending=True).values
+    total = float(flat.sum())
+    return float(flat[:max(1, round(top * len(flat)))].sum()) / total if total > 0 else 0.0
 
 
 def pad_tables(tables: list[torch.Tensor], T: int) -> torch.Tensor:

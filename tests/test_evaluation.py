@@ -2,8 +2,11 @@
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pytest
+import torch
+
 from engine.config_pieces import Compute, HeldOut
-from engine.evaluation import held_out
+from engine.evaluation import held_out, kl_concentration
 from engine.policies import Policy
 
 
@@ -38,3 +41,12 @@ def test_held_out_reads_the_heldout_piece_and_couples_policies_by_seed():
     assert stages == [(0.4, "held-out: trained generations")]
     held_out(ctx, config, Policy(label="base"), reward, seed_offset=7, n_inputs=2, n_samples=1)
     assert host.calls[-1] == ("base", ["a", "b"], 1, 7, 0.5, 17)                  # the live curves' slice
+
+
+def test_kl_concentration_is_the_share_of_the_kl_its_largest_tokens_carry():
+    spread = [torch.full((10,), 0.1), torch.full((10,), 0.1)]
+    assert kl_concentration(spread, top=0.05) == pytest.approx(0.05)      # 1 token of 20 carries 1/20
+    tail = [torch.tensor([0.0] * 9 + [3.0]), torch.tensor([0.1] * 10)]      # one token of 20 carries 3 of 4
+    assert kl_concentration(tail, top=0.05) == pytest.approx(0.75)
+    assert kl_concentration(tail, top=0.55) == pytest.approx(1.0)             # 11 tokens: all of it
+    assert kl_concentration([torch.zeros(4)]) == 0.0
