@@ -167,7 +167,10 @@ def _is_table(value) -> bool:
 
 
 def metric_text(value) -> str:
-    """One metric cell: numbers to 4 decimals, lists of numbers as a short list, anything else as text."""
+    """One metric cell: numbers to 4 decimals, lists of numbers as a short list, nothing as a dash, anything
+    else as text."""
+    if value is None:
+        return "—"
     if isinstance(value, bool) or not isinstance(value, (int, float, list)):
         return str(value)
     if isinstance(value, list):

@@ -13,6 +13,7 @@ def test_short_kl_distillation_lowers_heldout_kl_and_stores_everything(lab):
     assert m["kl_after"] < m["kl_before"]
     for k in ("reward_base", "reward_teacher", "reward_student"):
         assert -1.0 <= m[k] <= 1.0
+    assert (m["gain_kept"] is None) == any("not rated" in w for w in m.get("warnings", []))
     art = run["artifacts"][0]
     assert art["kind"] == "adapter" and os.path.exists(os.path.join(art["path"], "adapter_model.safetensors"))
     names = {p["name"] for p in lab.points(run_id)}

@@ -6,7 +6,7 @@ import torch
 from engine.kl import masked_mean, mean_token_kl, token_kl
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.model_host import top_p_filter
-from engine.edges.prompt_to_parameter import gain_kept
+from engine.edges.prompt_to_parameter import gain_kept, gain_within_noise
 from engine.training import lr_at
 
 
@@ -65,6 +65,15 @@ def test_top_p_keeps_smallest_set_reaching_mass():
     kept = top_p_filter(probs, 0.8)
     assert torch.allclose(kept, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
     assert torch.allclose(top_p_filter(probs, 0.1), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_a_reward_gain_within_two_standard_errors_is_not_rated():
+    base = [0.1, 0.5, 0.3, 0.7]
+    assert gain_within_noise(base, [b + 0.2 for b in base]) is None            # the same +0.2 on every pair
+    noisy = [0.5, 0.2, 0.6, 0.6]                                               # +0.4, -0.3, +0.3, -0.1: mean 0.075
+    warning = gain_within_noise(base, noisy)
+    assert "+0.075" in warning and "4 held-out samples" in warning and "not rated" in warning
+    assert gain_within_noise([0.2], [0.9]) is not None                         # one sample: no error bar at all
 
 
 def test_gain_kept_and_schedule():

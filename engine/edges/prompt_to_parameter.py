@@ -8,6 +8,7 @@ of base, teacher and student.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -70,7 +71,11 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
         out = host.save_adapter(student.adapter, ctx.out_dir)
     metrics = {"kl_before": kl_before, "kl_after": kl_after, "reward_base": held_base.mean_reward,
                "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
-    metrics["gain_kept"] = gain_kept(metrics["reward_base"], metrics["reward_teacher"], metrics["reward_student"])
+    noise = gain_within_noise(held_base.rewards, held_teacher.rewards)
+    metrics["gain_kept"] = None if noise else gain_kept(metrics["reward_base"], metrics["reward_teacher"],
+                                                        metrics["reward_student"])
+    if noise:
+        metrics["warnings"] = [noise]
     artifact = Adapter(str(out), {"adapter_name": student.adapter, "source_prompt": sc.prompt,
                                   "source_demonstrations": len(sc.demonstrations), "method": method})
     samples = held_base.rows() + held_teacher.rows() + held_student.rows()
@@ -81,6 +86,21 @@ def gain_kept(r_base: float, r_teacher: float, r_student: float) -> float | None
     """Fraction of the teacher's reward gain over the base that the student keeps."""
     gain = r_teacher - r_base
     return (r_student - r_base) / gain if abs(gain) > 1e-9 else None
+
+
+def gain_within_noise(base_rewards: list[float], teacher_rewards: list[float], z: float = 2.0) -> str | None:
+    """A warning when the prompt's reward gain over the base is within z standard errors of the mean paired
+    difference (held-out samples are coupled: the k-th sample of an input under each policy, one seed), so
+    that `gain_kept` would divide noise by noise; None when the gain stands out."""
+    d = [t - b for b, t in zip(base_rewards, teacher_rewards)]
+    n = len(d)
+    mean = sum(d) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else math.inf
+    if abs(mean) > z * se:
+        return None
+    return (f"The prompt's reward gain over the base, {mean:+.3f}, is within the noise of these {n} held-out "
+            f"samples (±{z * se:.3f}, {z:g} standard errors): gain_kept is not rated. More held-out inputs or "
+            "samples (n_heldout, eval_samples) would tell.")
 
 
 def _train(method, config, ctx, student: Policy, train, teacher_tables, eval_tables, held_teacher, reward):
