@@ -51,6 +51,8 @@ VARIANTS = {
     # the transfer set grown by inputs the base model writes (engine/pseudo_inputs.py), same steps
     "pseudo64": {"pseudo_inputs": 64},
     "pseudo64_steps80": {"pseudo_inputs": 64, "steps": 80},
+    # where session 29 found the data, not the fit, to be the limit: 160 steps, every linear layer, lr 3e-3
+    "all_linear_lr3e-3_steps160_pseudo64": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "pseudo_inputs": 64},
     "imitation": {"method": "imitation"},
 }
 

@@ -3,8 +3,8 @@ for decoding with one adapter under bf16.
 
 `masked_adapters` patches every LoRA layer's forward for the duration: the base output once over all rows,
 plus each adapter's delta kept to its rows by a 0/1 row mask. Steering (Eq. 7) runs π1, π* and π0 as rows
-of one batch this way; plain sampling from an adapter under bf16 takes the same path with the adapter on
-every row (`adapter_decoding`), for its float32 rank-r matmuls.
+of one batch this way; plain sampling of a few rows from an adapter under bf16 takes the same path with the
+adapter on every row (`adapter_decoding`), for its float32 rank-r matmuls.
 """
 from __future__ import annotations
 
@@ -66,20 +66,30 @@ def _row_lora_forward(base, parts):
     return forward
 
 
+FLOAT32_DELTA_ROWS = 12   # up to this many rows (tokens) a call's rank-r delta is cheaper in float32 (bench/bench_adapter_decoding.py)
+
+
 def _low_precision_row_lora_forward(base, parts):
-    """The same under bf16 autocast, for no-grad decoding: the base in bf16, each adapter's rank-r delta in
-    float32 with autocast off (a rank-8 matmul of a few rows costs ~18 µs in bf16 on a CPU and ~6 µs in
-    float32: 240 of them per decoding step were most of steering's cost above its rows), the row mask and
-    the scaling as one factor, added into the base output once, rounded once."""
-    parts = [(A, B, mask * scaling) for A, B, scaling, mask in parts]
+    """The same under bf16 autocast, for no-grad decoding: the base in bf16; the rank-r delta of a call of at
+    most FLOAT32_DELTA_ROWS rows in float32 with autocast off (a rank-8 matmul of a few rows costs ~18 µs in
+    bf16 on a CPU and ~6 µs in float32, and a decoding step makes 240 of them), the row mask and the scaling
+    as one factor, added into the base output in place; a larger call (a prefill, many rows) in bf16 with A
+    and B cast once."""
+    wide = [(A, B, mask * scaling) for A, B, scaling, mask in parts]
+    narrow = [(A.to(torch.bfloat16), B.to(torch.bfloat16), mask.to(torch.bfloat16), scaling)
+              for A, B, scaling, mask in parts]
 
     def forward(x, *args, **kwargs):
         result = base(x, *args, **kwargs)
+        if x.numel() > FLOAT32_DELTA_ROWS * x.shape[-1]:
+            for A, B, mask, scaling in narrow:
+                result = result + F.linear(F.linear(x, A) * mask, B) * scaling
+            return result
         on = torch.is_autocast_enabled(x.device.type)
         torch.set_autocast_enabled(x.device.type, False)
         try:
             xf = x.float()
-            for A, B, row_scaling in parts:
+            for A, B, row_scaling in wide:
                 result.add_(F.linear(F.linear(xf, A) * row_scaling, B))
         finally:
             torch.set_autocast_enabled(x.device.type, on)
@@ -87,11 +97,13 @@ def _low_precision_row_lora_forward(base, parts):
     return forward
 
 
-def adapter_decoding(host, adapter: str | None):
-    """No-grad decoding from one adapter: under bf16 through `masked_adapters` with the adapter on every row
-    (its rank-r matmuls in float32 outside autocast, ~3× cheaper than peft's bf16 ones for a few rows); in
-    float32, or for the base, or for a LoRA variant (DoRA …), peft's own forward."""
-    if adapter is None or host.peft is None or host.precision != "bf16" or _is_variant(host, adapter):
+def adapter_decoding(host, adapter: str | None, rows: int):
+    """No-grad decoding of `rows` rows from one adapter: under bf16 and for at most FLOAT32_DELTA_ROWS rows
+    through `masked_adapters` with the adapter on every row (each step's rank-r matmuls in float32 outside
+    autocast, ~3× cheaper than bf16 ones for a few rows); otherwise — float32, more rows, the base, a LoRA
+    variant (DoRA …) — peft's own forward."""
+    if (adapter is None or host.peft is None or host.precision != "bf16" or rows > FLOAT32_DELTA_ROWS
+            or _is_variant(host, adapter)):
         return contextlib.nullcontext()
     return masked_adapters(host, {adapter: torch.ones(1, device=host.device)})   # (1,): broadcasts to any rows
 

@@ -492,14 +492,14 @@ class ModelHost:
 
         A plain KV-cached loop (1.4x faster than `generate()` here), in the host's precision. The samples of one
         input share its prompt's prefill (`share_prefixes=False`: each row its own, the benchmark's baseline).
-        An adapter under bf16 decodes with its rank-r matmuls in float32 (`adapter_rows.adapter_decoding`).
+        A few rows from an adapter under bf16 decode with its rank-r matmuls in float32 (`adapter_decoding`).
         """
         flat = [x for x in inputs for _ in range(n_samples)]
         texts, ids, n_new = [], [], 0
         gen = torch.Generator().manual_seed(seed)
         for b in range(0, len(flat), batch_size):
             prefixes = [self.prefix_ids(policy, x) for x in flat[b:b + batch_size]]
-            with self.use(policy) as model, adapter_decoding(self, policy.adapter):
+            with self.use(policy) as model, adapter_decoding(self, policy.adapter, len(prefixes)):
                 rows = self._sample_batch(model, prefixes, max_new_tokens, temperature, top_p, gen, share_prefixes)
             for reply in rows:
                 ids.append(reply)
