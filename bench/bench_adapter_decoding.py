@@ -5,10 +5,9 @@ few rows costs ~3× a float32 one (~18 µs against ~6 µs for 3 × 576 by 576 ×
 LoRA on q/k/v/o makes 240 of them. The lab decodes up to 12 rows from an adapter through
 `engine/adapter_rows.adapter_decoding`: the base in bf16, the rank-r delta in float32 outside autocast (more rows
 take peft's forward: there float32 stops paying, so G = 16 and 32 compare peft with itself, a check of the noise).
-For each batch size G the same inputs, seed and
-adapter are decoded both ways, one after the other `--repeats` times in ABBA order (exactly `--tokens` steps, end-of-reply
-ignored), the best of each kept; the table
-gives ms per step, the ratio, and the share of rows whose tokens are the same both ways (bf16 rounding differs).
+For each batch size G the same inputs, seed and adapter are decoded both ways, one after the other `--repeats`
+times in ABBA order (exactly `--tokens` steps, end-of-reply ignored), the best of each kept; the table gives ms per
+step, the ratio, and the share of rows whose tokens are the same both ways (bf16 rounding differs).
 
 Usage: python bench/bench_adapter_decoding.py [--batches 1,4,8,16,32] [--tokens 40] [--repeats 6]
 """

@@ -22,9 +22,9 @@ def masked_adapters(host, masks: dict[str, torch.Tensor]):
     (`_row_lora_forward`), where peft's forward casts the input to float32 and autocast casts it back, and A
     and B, at every call, and its mixed batch (`adapter_names`) splits every layer's input per adapter in
     Python. In float32 the same numbers as peft's (the same ops; a 0/1 mask on the rank-r activations; tested
-    equal to the naive loop); under bf16 the base runs in bf16 and the rank-r delta in float32 outside
-    autocast (`_low_precision_row_lora_forward`). With no mask, adapters are off: every row is the base (or
-    its prompt)."""
+    equal to the naive loop); under bf16 the base runs in bf16 and a few rows' rank-r delta in float32
+    outside autocast (`_low_precision_row_lora_forward`). With no mask, adapters are off: every row is the base
+    (or its prompt)."""
     if host.peft is None:
         yield
         return
@@ -66,7 +66,7 @@ def _row_lora_forward(base, parts):
     return forward
 
 
-FLOAT32_DELTA_ROWS = 12   # up to this many rows (tokens) a call's rank-r delta is cheaper in float32 (bench/bench_adapter_decoding.py)
+FLOAT32_DELTA_ROWS = 12   # up to this many rows (tokens) a rank-r delta is cheaper in float32 (bench_adapter_decoding)
 
 
 def _low_precision_row_lora_forward(base, parts):
@@ -75,21 +75,21 @@ def _low_precision_row_lora_forward(base, parts):
     bf16 on a CPU and ~6 µs in float32, and a decoding step makes 240 of them), the row mask and the scaling
     as one factor, added into the base output in place; a larger call (a prefill, many rows) in bf16 with A
     and B cast once."""
-    wide = [(A, B, mask * scaling) for A, B, scaling, mask in parts]
-    narrow = [(A.to(torch.bfloat16), B.to(torch.bfloat16), mask.to(torch.bfloat16), scaling)
-              for A, B, scaling, mask in parts]
+    f32_parts = [(A, B, mask * scaling) for A, B, scaling, mask in parts]
+    bf16_parts = [(A.to(torch.bfloat16), B.to(torch.bfloat16), mask.to(torch.bfloat16), scaling)
+                  for A, B, scaling, mask in parts]
 
     def forward(x, *args, **kwargs):
         result = base(x, *args, **kwargs)
         if x.numel() > FLOAT32_DELTA_ROWS * x.shape[-1]:
-            for A, B, mask, scaling in narrow:
+            for A, B, mask, scaling in bf16_parts:
                 result = result + F.linear(F.linear(x, A) * mask, B) * scaling
             return result
         on = torch.is_autocast_enabled(x.device.type)
         torch.set_autocast_enabled(x.device.type, False)
         try:
             xf = x.float()
-            for A, B, row_scaling in wide:
+            for A, B, row_scaling in f32_parts:
                 result.add_(F.linear(F.linear(xf, A) * row_scaling, B))
         finally:
             torch.set_autocast_enabled(x.device.type, on)
