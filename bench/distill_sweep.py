@@ -40,6 +40,7 @@ VARIANTS = {
     "all_linear": {"lora_targets": ALL_LINEAR},
     "lr2e-3": {"lr": 2e-3},
     "lr3e-3": {"lr": 3e-3},
+    "lr6e-3": {"lr": 6e-3},   # past the best: session 33 read 0.272 (lr 3e-3 0.211)
     "lr3e-3_samples4": {"lr": 3e-3, "teacher_samples": 4},
     "lr3e-3_rank16": {"lr": 3e-3, "lora_rank": 16, "lora_alpha": 32.0},
     "steps80": {"steps": 80},
