@@ -129,6 +129,15 @@ def test_sft_makes_the_held_out_demonstrations_likelier(lab):
     assert run["artifacts"][0]["kind"] == "adapter"
 
 
+def test_demonstrations_are_read_as_a_policys_reply_under_the_same_cap(host):
+    from engine.tasks.discriminator import capped_replies
+    long, short = Demonstration("Count.", "one two three " * 20 + "done."), Demonstration("Greet.", "Hi there.")
+    cut, kept = capped_replies(host, [long, short], 12)
+    assert kept == "Hi there."                                   # within the cap, its end-of-turn token kept
+    assert long.reply.startswith(cut) and len(cut) < len(long.reply)
+    assert len(host.tok(cut, add_special_tokens=False)["input_ids"]) == 12   # cut where sampling would stop
+
+
 def test_discriminator_tells_worked_solutions_from_base_replies_and_its_reward_is_reusable(lab):
     run = _run(lab, "discriminator", "reward-model", samples_per_input=1, heldout_samples=1, head_steps=100,
                n_heldout=8)

@@ -73,7 +73,7 @@ def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
     torch.manual_seed(config.seed)
     host.add_lora(policy.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
     rounds, head = [], None
-    demo = demo_features(host, train, config.pooling)   # π0's features of the demonstrations: the same every round
+    demo = demo_features(host, train, config.pooling, config.max_new_tokens)   # the same every round: π0 is frozen
     with host.removed_on_failure(policy.adapter):
         for r in range(config.rounds):
             lo, hi = 0.06 + 0.84 * r / config.rounds, 0.06 + 0.84 * (r + 1) / config.rounds
@@ -99,7 +99,7 @@ def run(method: str, config: AdversarialConfig, ctx: RunContext) -> Result:
     metrics |= agreement(r_after, held_after.rewards, held_after.inputs)
     if held:
         with torch.no_grad():
-            logit_demo = head(demo_features(host, held, config.pooling))
+            logit_demo = head(demo_features(host, held, config.pooling, config.max_new_tokens))
         metrics["heldout_accuracy"] = discriminator_accuracy(logit_demo, torch.tensor(r_after))
     artifact = Adapter(str(out), {"adapter_name": policy.adapter, "method": method, "demonstrations": len(train),
                                   "rounds": config.rounds})

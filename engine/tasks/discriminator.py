@@ -50,9 +50,20 @@ class DiscriminatorConfig(LinearHead):
     seed: int = opt(0, "Seed for sampling.", 0, 2**31 - 1)
 
 
-def demo_features(host, demos: list[Demonstration], pooling: str, on_batch=None) -> torch.Tensor:
-    return reply_features(host, [d.input for d in demos], [d.reply for d in demos], pooling=pooling,
-                          on_batch=on_batch)
+def capped_replies(host, demos: list[Demonstration], max_new_tokens: int) -> list[str]:
+    """Each demonstration's reply as the policy's sampled reply would read under the same cap: cut after
+    `max_new_tokens` tokens (its end-of-turn token counted, as sampling counts it), decoded as a sample is.
+    Uncapped, a discriminator tells the two apart by completeness alone — the demonstrations run past the cap
+    (sentiment's: 47 tokens on average, 77 of 90 longer than 40) and end their sentences, the policy's replies are
+    cut mid-sentence — and RL on r_ω learns to stop early, not to write like the demonstrations (Table 1's
+    adversarial row on sentiment: reference reward 0.58 → 0.26 while r_ω rose −2.5 → −0.2)."""
+    return [host.decode(host.reply_ids(d.reply)[:max_new_tokens]) for d in demos]
+
+
+def demo_features(host, demos: list[Demonstration], pooling: str, max_new_tokens: int, on_batch=None) -> torch.Tensor:
+    """π0's pooled features of the demonstrations, read as r_ω reads a policy's reply under the same cap."""
+    return reply_features(host, [d.input for d in demos], capped_replies(host, demos, max_new_tokens),
+                          pooling=pooling, on_batch=on_batch)
 
 
 def fit_discriminator(host, demo: torch.Tensor, replies: Scored, config, on_step=None):
@@ -87,8 +98,8 @@ def run(method: str, config: DiscriminatorConfig, ctx: RunContext) -> Result:
         if step % 25 == 0 or step == config.head_steps:
             progress(0.45 + 0.1 * step / config.head_steps, f"fitting the discriminator (Eq. 6), step {step}",
                      step=step, points={"loss": loss})
-    head, train_accuracy = fit_discriminator(host, demo_features(host, train, config.pooling), replies, config,
-                                             on_step)
+    head, train_accuracy = fit_discriminator(host, demo_features(host, train, config.pooling, config.max_new_tokens),
+                                             replies, config, on_step)
     path = save_head(head, ctx.out_dir / "discriminator.safetensors", host.model_name, config.pooling)
     spec = {"kind": "outcome", "objective": "discriminator", "head": str(path), "pooling": config.pooling,
             "context_system": None, "trained_on": f"{len(train)} demonstrations vs replies of {policy.label}"}
@@ -100,14 +111,14 @@ def run(method: str, config: DiscriminatorConfig, ctx: RunContext) -> Result:
                                  config.max_new_tokens, config.temperature, config.seed + 2,
                                  on_batch=lambda i, k: progress(0.6 + 0.3 * i / k, "sampling held-out replies"))
         progress(0.9, "held-out: discriminator accuracy, agreement with the reference reward")
-        r_demo, r_policy = r([d.input for d in held], [d.reply for d in held]), r(fresh.inputs, fresh.outputs)
+        held_replies = capped_replies(host, held, config.max_new_tokens)   # compared as the policy's are read
+        r_demo, r_policy = r([d.input for d in held], held_replies), r(fresh.inputs, fresh.outputs)
         labels = [1.0] * len(r_demo) + [0.0] * len(r_policy)
         metrics |= {"heldout_accuracy": discriminator_accuracy(torch.tensor(r_demo), torch.tensor(r_policy)),
                     "heldout_auc": auc(r_demo + r_policy, labels),
                     "reward_demonstrations": sum(r_demo) / len(r_demo),
                     "reward_policy": sum(r_policy) / len(r_policy),
-                    "reference_reward_demonstrations": sum(reward([d.input for d in held],
-                                                                  [d.reply for d in held])) / len(held),
+                    "reference_reward_demonstrations": sum(reward([d.input for d in held], held_replies)) / len(held),
                     "reference_reward_policy": fresh.mean_reward}
         metrics |= agreement(r_policy, fresh.rewards, fresh.inputs)
         rows = fresh.rows()
