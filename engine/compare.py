@@ -16,7 +16,6 @@ or `KIND:ARG` for a kind registered in `POLICY_KINDS` (best-of-N, steering, ... 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +23,7 @@ from typing import Callable
 import torch
 
 from engine.errors import LabInputError
-from engine.evaluation import reply_logprobs
+from engine.evaluation import mean_stderr, reply_logprobs
 from engine.kl import token_kl
 from engine.references import resolve_policy, resolve_reward, same_model, stored_artifact
 from engine.registry import MethodSpec, build_config
@@ -212,16 +211,6 @@ def _sample_rows(sampled: list[Sampled], rewards, extras, n_samples: int) -> lis
                 row["extra_reward"] = es[k]
             rows.append(row)
     return rows
-
-
-def mean_stderr(values: list[float]) -> tuple[float, float]:
-    """Mean and its standard error s/√n (s with n − 1); the error is 0 for a single value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 # ---------- exact KL between policies ----------

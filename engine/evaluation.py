@@ -1,6 +1,7 @@
 """Held-out measurements shared by the edges: rewards over samples, exact KL between policies."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,16 @@ def kl_to_cached(host, cached_p: list[torch.Tensor], q: Policy, xs: list[str], y
                  batch_size: int = 16) -> float:
     """KL(p‖q) per token over the replies, with p's log-prob tables precomputed (`reply_logprobs`)."""
     return mean_per_token(token_kls_to_cached(host, cached_p, q, xs, ys_ids, batch_size))
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error s/√n (s with n − 1); the error is 0 for a single value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
 
 
 def mean_per_token(values: list[torch.Tensor]) -> float:

@@ -15,12 +15,12 @@ Stored as a parent run (edge "table1") whose sub-runs are ordinary runs.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from dataclasses import dataclass
 
 from engine.config_pieces import opt
 from engine.errors import LabInputError, RunCancelled
+from engine.evaluation import mean_stderr
 from engine.jobs import OWNER, prepare_task
 from engine.registry import build_config, get_task
 from engine.rl_objectives import best_of_n_kl_bound
@@ -214,14 +214,6 @@ def per_input(samples: list[dict], selection: str | None, n: int) -> list[float]
     return out
 
 
-def mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    """The mean over held-out inputs and its standard error (sample standard deviation / √n)."""
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var / n)
-
-
 def _cost(runs: list[dict], pool: dict, n: int) -> tuple[float, int]:
     """(wall seconds, forward tokens): the runs that made the policy and reward, plus n/M of its pool."""
     wall = sum(r["duration_s"] or 0.0 for r in runs) + (pool["duration_s"] or 0.0) * n / M
@@ -252,7 +244,7 @@ def _measure_rows(lab, request: Table1Request, made: dict, parent_id: str, cance
 def _row(strategy: str, theta: str, psi: str, n: int, selection: str | None, pool: dict, behind: list[dict],
          kl: float) -> dict:
     samples = pool["samples"]
-    mean, stderr = mean_and_stderr(per_input(samples, selection, n))
+    mean, stderr = mean_stderr(per_input(samples, selection, n))
     wall, tokens = _cost(behind, pool, n)
     runs = behind + [pool]
     return {"strategy": strategy, "theta": theta, "psi": psi, "L": n, "metric": mean, "stderr": stderr,

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from engine.table1 import M, mean_and_stderr, per_input
+from engine.evaluation import mean_stderr
+from engine.table1 import M, per_input
 
 STRATEGIES = ["zero-shot", "few-shot", "prompt-search", "sft", "rl-golden", "rl-learned-rm", "adversarial-imitation",
               "prompt-search+rl-golden", "bon-golden-4", "bon-golden-16", "bon-learned-rm-16", "few-shot+bon-learned-rm-16",
@@ -26,7 +27,7 @@ def test_rows_are_exact_expectations_over_the_stored_samples():
     assert per_input(rows, "reward", 2)[0] == pytest.approx(2 / 3)
     # by the learned reward: it prefers the wrong replies (0.9, 0.5) over the right one (0.1): never picks it
     assert per_input(rows, "selection_reward", 2)[0] == 0.0
-    mean, se = mean_and_stderr([0.0, 1.0])
+    mean, se = mean_stderr([0.0, 1.0])
     assert (mean, se) == (0.5, pytest.approx(math.sqrt(0.5 / 2)))
 
 

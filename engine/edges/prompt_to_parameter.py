@@ -16,7 +16,7 @@ import torch
 
 from engine import training
 from engine.artifacts import Adapter
-from engine.evaluation import held_out, kl_to_cached, pad_tables, reply_logprobs, sample_and_score
+from engine.evaluation import held_out, kl_to_cached, mean_stderr, pad_tables, reply_logprobs, sample_and_score
 from engine.lora import lora_config
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.policies import BASE, Policy, with_adapter
@@ -92,10 +92,9 @@ def gain_within_noise(base_rewards: list[float], teacher_rewards: list[float], z
     """A warning when the prompt's reward gain over the base is within z standard errors of the mean paired
     difference (held-out samples are coupled: the k-th sample of an input under each policy, one seed), so
     that `gain_kept` would divide noise by noise; None when the gain stands out."""
-    d = [t - b for b, t in zip(base_rewards, teacher_rewards)]
-    n = len(d)
-    mean = sum(d) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else math.inf
+    n = len(base_rewards)
+    mean, se = mean_stderr([t - b for b, t in zip(base_rewards, teacher_rewards)])
+    se = se if n > 1 else math.inf     # one sample: no error bar at all
     if abs(mean) > z * se:
         return None
     return (f"The prompt's reward gain over the base, {mean:+.3f}, is within the noise of these {n} held-out "
