@@ -32,29 +32,42 @@ from engine.scenarios import load_scenario  # noqa: E402
 from engine.settings import REPO_ROOT  # noqa: E402
 
 ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+OLD = {"batch_size": 8, "steps": 40}   # sessions 29-33 swept from these defaults; their variants keep them
 VARIANTS = {
-    "default": {},
-    "teacher_T0.7": {"teacher_temperature": 0.7},
-    "lr3e-3_T0.7": {"lr": 3e-3, "teacher_temperature": 0.7},
-    "all_linear_lr3e-3_T0.7": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "teacher_temperature": 0.7},
-    "all_linear": {"lora_targets": ALL_LINEAR},
-    "lr2e-3": {"lr": 2e-3},
-    "lr3e-3": {"lr": 3e-3},
-    "lr6e-3": {"lr": 6e-3},   # past the best: session 33 read 0.272 (lr 3e-3 0.211)
-    "lr3e-3_samples4": {"lr": 3e-3, "teacher_samples": 4},
-    "lr3e-3_rank16": {"lr": 3e-3, "lora_rank": 16, "lora_alpha": 32.0},
-    "steps80": {"steps": 80},
-    "all_linear_lr3e-3": {"lora_targets": ALL_LINEAR, "lr": 3e-3},
-    "all_linear_lr3e-3_steps80": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 80},
-    "all_linear_lr3e-3_steps160": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160},
-    "all_linear_lr3e-3_steps160_inputs32": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "n_train": 32},
-    "samples4": {"teacher_samples": 4},
+    "default": {},                                     # 160 steps of 2 replies since session 34
+    "batch8_steps40": {"batch_size": 8, "steps": 40},  # the defaults before (the same 320 replies in 40 updates)
+    "teacher_T0.7": {**OLD, "teacher_temperature": 0.7},
+    "lr3e-3_T0.7": {**OLD, "lr": 3e-3, "teacher_temperature": 0.7},
+    "all_linear_lr3e-3_T0.7": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "teacher_temperature": 0.7},
+    "all_linear": {**OLD, "lora_targets": ALL_LINEAR},
+    "lr2e-3": {**OLD, "lr": 2e-3},
+    "lr3e-3": {**OLD, "lr": 3e-3},
+    "lr6e-3": {**OLD, "lr": 6e-3},   # past the best: session 33 read 0.272 (lr 3e-3 0.211)
+    "lr3e-3_samples4": {**OLD, "lr": 3e-3, "teacher_samples": 4},
+    "lr3e-3_rank16": {**OLD, "lr": 3e-3, "lora_rank": 16, "lora_alpha": 32.0},
+    "steps80": {**OLD, "steps": 80},
+    "all_linear_lr3e-3": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3},
+    "all_linear_lr3e-3_steps80": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 80},
+    "all_linear_lr3e-3_steps160": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160},
+    "all_linear_lr3e-3_steps160_inputs32": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "n_train": 32},
+    "samples4": {**OLD, "teacher_samples": 4},
     # the transfer set grown by inputs the base model writes (engine/pseudo_inputs.py), same steps
-    "pseudo64": {"pseudo_inputs": 64},
-    "pseudo64_steps80": {"pseudo_inputs": 64, "steps": 80},
+    "pseudo64": {**OLD, "pseudo_inputs": 64},
+    "pseudo64_steps80": {**OLD, "pseudo_inputs": 64, "steps": 80},
     # where session 29 found the data, not the fit, to be the limit: 160 steps, every linear layer, lr 3e-3
-    "all_linear_lr3e-3_steps160_pseudo64": {"lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "pseudo_inputs": 64},
-    "imitation": {"method": "imitation"},
+    "all_linear_lr3e-3_steps160_pseudo64": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "pseudo_inputs": 64},
+    "imitation": {"method": "imitation"},   # its own defaults (40 steps of 8, lr 1e-4)
+    # the same replies per run in more, smaller updates (session 34): the update count is the lever
+    "batch4_steps80": {"batch_size": 4, "steps": 80},
+    "batch2_steps160": {"batch_size": 2, "steps": 160},   # = default now
+    "batch2_steps160_lr5e-4": {"batch_size": 2, "steps": 160, "lr": 5e-4},
+    "batch1_steps320_lr5e-4": {"batch_size": 1, "steps": 320, "lr": 5e-4},
+    "rank2_lr3e-3": {**OLD, "lora_rank": 2, "lora_alpha": 4.0, "lr": 3e-3},
+    "batch2_steps160_lr2e-3": {"batch_size": 2, "steps": 160, "lr": 2e-3},
+    "batch1_steps320": {"batch_size": 1, "steps": 320},
+    # LoRA on the top layers only: the backward pass stops at the lowest adapted layer
+    "batch2_steps160_top20": {"batch_size": 2, "steps": 160, "lora_layers": 20},
+    "batch2_steps160_top10": {"batch_size": 2, "steps": 160, "lora_layers": 10},
 }
 
 
@@ -85,6 +98,7 @@ def main() -> None:
         over = dict(VARIANTS[name])
         method = over.pop("method", "kl")
         n_pseudo = over.pop("pseudo_inputs", 0)
+        top_layers = over.pop("lora_layers", 0)
         cfg = build_config(EDGES["prompt->parameter"].methods[method], {**over, "eval_every": 0})
         t0 = time.perf_counter()
         train_x = sc.train_inputs[:cfg.n_train or None]
@@ -98,7 +112,11 @@ def main() -> None:
             if method == "kl" else None
         student = with_adapter(f"sweep-{name.replace('.', '_')}", "student")
         torch.manual_seed(cfg.seed)
-        host.add_lora(student.adapter, lora_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets))
+        lcfg = lora_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        if top_layers:
+            n_layers = host.model.config.num_hidden_layers
+            lcfg.layers_to_transform = list(range(n_layers - top_layers, n_layers))
+        host.add_lora(student.adapter, lcfg)
         ctx = RunContext(host, sc, name, Path("/tmp"), lambda *a, **k: None)
         p2p._train(method, cfg, ctx, student, train, t_tables, tables, h_teacher, reward)
         h_student = sample_and_score(host, student, held_x, reward, **held)

@@ -27,10 +27,12 @@ MAX_SETTING_CHARS = 4000            # a text setting (a prompt z+, seed prompts,
 
 # LAB_PUBLIC=1: the most a visitor may ask of each costly setting (every method's default fits, tested).
 # n_train / n_heldout count the inputs a run uses (0, "all", counts the scenario's pool).
-PUBLIC_CAPS = {"steps": 60, "batch_size": 32, "k": 4, "eval_samples": 4, "max_new_tokens": 48,
+PUBLIC_CAPS = {"steps": 160, "batch_size": 32, "k": 4, "eval_samples": 4, "max_new_tokens": 48,
                "rewrite_tokens": 48, "teacher_samples": 2, "samples_per_input": 8, "heldout_samples": 8,
                "pairs_per_input": 4, "budget": 800, "rounds": 3, "search_inputs": 16, "search_samples": 2,
                "lora_rank": 16, "n_tokens": 16, "head_steps": 600, "n_train": 64, "n_heldout": 32, "n": 16}
+PUBLIC_TRAIN_ROWS = 1920   # steps × batch_size: the examples a run trains on (60 × 32, the worst case of the
+#                            old step cap, so many small steps, as context distillation takes, fit in the same bound)
 SERVER_PATHS = ("preference_file", "candidates_file")   # settings that read a file on the lab's machine
 
 
@@ -116,3 +118,7 @@ def check_public_caps(config, scenario=None) -> None:
         if amount is not None and amount > cap:
             raise LabInputError(f"{f.name}: {amount:g} is over this public lab's cap of {cap:g} (LAB_PUBLIC=1 keeps "
                                 "runs short for everyone; run the lab yourself for more)")
+    rows = getattr(config, "steps", 0) * getattr(config, "batch_size", 0)
+    if rows > PUBLIC_TRAIN_ROWS:
+        raise LabInputError(f"steps × batch_size: {rows:,} training examples is over this public lab's cap of "
+                            f"{PUBLIC_TRAIN_ROWS:,} (fewer steps or a smaller batch; run the lab yourself for more)")

@@ -95,7 +95,7 @@ def test_page_runs_a_tiny_distillation_and_shows_generations(server):
         expect(page.locator("#host-line")).to_contain_text("chat format: the model's chat template")
         # the quick preset fills in the method's short run; any field typed after it still wins
         page.locator("#preset-radio").get_by_text("quick", exact=True).click()
-        expect(page.locator("#set-steps input")).to_have_value("16", timeout=10_000)
+        expect(page.locator("#set-steps input")).to_have_value("64", timeout=10_000)
         expect(page.locator("#set-teacher_samples input")).to_have_value("1")
         for name, value in {"steps": 2, "batch_size": 4, "n_train": 8, "n_heldout": 3, "eval_samples": 1,
                             "max_new_tokens": 10, "teacher_samples": 1, "eval_every": 1}.items():

@@ -84,7 +84,8 @@ def test_configs_are_built_from_shared_pieces_with_one_meaning_per_setting():
     cd = {f["name"]: f for f in config_fields(get_method(get_edge("prompt", "parameter"), "kl"))}
     for shared in ("lora_rank", "lora_targets", "eval_temperature", "lr", "precision"):
         assert rl[shared]["help"] == cd[shared]["help"] and rl[shared]["hi"] == cd[shared]["hi"]
-    assert (rl["steps"]["default"], cd["steps"]["default"], rl["lr"]["default"]) == (20, 40, 2e-3)
+    assert (rl["steps"]["default"], cd["steps"]["default"], rl["lr"]["default"]) == (20, 160, 2e-3)
+    assert (rl["batch_size"]["default"], cd["batch_size"]["default"]) == (8, 2)   # a method's defaults are its own
     # a form lists the method's own settings first, then the pieces' (training, LoRA, held-out, compute)
     names = list(rl)
     assert names[:5] == ["reward", "init", "prompt", "k", "beta"] and names[-2:] == ["precision", "seed"]

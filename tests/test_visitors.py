@@ -94,15 +94,17 @@ def test_every_default_fits_the_public_caps_and_more_is_refused_by_name(tmp_path
     for spec in [m for e in list(EDGES.values()) + list(TASKS.values()) for m in e.methods.values()]:
         limits.check_public_caps(build_config(spec, {}), sentiment)
     lab = _lab(tmp_path, public=True)
-    with pytest.raises(LabInputError, match="steps: 500 is over this public lab's cap of 60"):
+    with pytest.raises(LabInputError, match="steps: 500 is over this public lab's cap of 160"):
         _submit(lab, lab.visitor(TOKEN_A), steps=500)
+    with pytest.raises(LabInputError, match="steps × batch_size: 2,560 training examples is over"):
+        _submit(lab, lab.visitor(TOKEN_A), steps=160, batch_size=16)
     bon = lab.prepare_task("best-of-n", "bon", "sentiment", {"n": "1,4,64"})
     with pytest.raises(LabInputError, match="n: 64 is over"):
         lab.submit(bon, lab.visitor(TOKEN_A))
     big = {**sentiment.to_dict(), "heldout_inputs": [f"Say {i}." for i in range(100)]}
     with pytest.raises(LabInputError, match="n_heldout: 100 is over this public lab's cap of 32"):   # 0 = all 100
         lab.submit(lab.prepare_task("best-of-n", "bon", big, {}), lab.visitor(TOKEN_A))
-    assert _submit(lab, lab.visitor(None, ""), steps=60)
+    assert _submit(lab, lab.visitor(None, ""), steps=60, batch_size=32)   # 1,920 examples: at the cap
     lab_admin = _lab(tmp_path / "x", public=True, admin_token=ADMIN)
     assert _submit(lab_admin, lab_admin.visitor(None, ADMIN), steps=500)   # an admin is not capped
 
