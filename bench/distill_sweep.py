@@ -65,6 +65,8 @@ VARIANTS = {
     "rank2_lr3e-3": {**OLD, "lora_rank": 2, "lora_alpha": 4.0, "lr": 3e-3},
     "batch2_steps160_lr2e-3": {"batch_size": 2, "steps": 160, "lr": 2e-3},
     "batch1_steps320": {"batch_size": 1, "steps": 320},
+    "batch2_steps160_samples4": {"batch_size": 2, "steps": 160, "teacher_samples": 4},   # 320 replies, 256 distinct
+    "batch2_steps320": {"batch_size": 2, "steps": 320},
     # LoRA on the top layers only: the backward pass stops at the lowest adapted layer
     "batch2_steps160_top20": {"batch_size": 2, "steps": 160, "lora_layers": 20},
     "batch2_steps160_top10": {"batch_size": 2, "steps": 160, "lora_layers": 10},
@@ -108,8 +110,10 @@ def main() -> None:
             train_x = train_x + extra
         train = sample_and_score(host, teacher, train_x, reward, cfg.teacher_samples,
                                  cfg.max_new_tokens, cfg.teacher_temperature, cfg.seed)
-        t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16) \
-            if method == "kl" else None
+        t_tables = None
+        if method == "kl":
+            with host.autocast():   # as the run computes its training targets
+                t_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16)
         student = with_adapter(f"sweep-{name.replace('.', '_')}", "student")
         torch.manual_seed(cfg.seed)
         lcfg = lora_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)

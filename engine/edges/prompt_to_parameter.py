@@ -48,7 +48,8 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     teacher_tables = None
     if method == "kl":
         progress(0.12, "teacher distributions on the transfer set")
-        teacher_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16)
+        with host.autocast():   # training targets, kept in bf16: computed in the training forwards' precision
+            teacher_tables = reply_logprobs(host, teacher, train.inputs, train.token_ids, dtype=torch.bfloat16)
 
     # 2. held-out: teacher and base samples; the teacher's samples are also the KL evaluation set
     held_teacher = held_out(ctx, config, teacher, reward, span=(0.15, 0.22))
