@@ -76,10 +76,12 @@ class SoftConfig(FitConfig):
     objective: str = opt("kl", "kl: Eq. 12 as KL[π* ‖ π0(·|x,z)] (what is reported); reverse-kl: Eq. 12 as "
                                "printed, KL[π0(·|x,z) ‖ π*]; imitation: Eq. 13, log π0(y|x,z) of π*'s samples.",
                          choices=("kl", "reverse-kl", "imitation"))
-    steps: int = opt(24, "Optimizer steps on the soft prompt.", 1, 2000)
-    batch_size: int = opt(8, "Replies of D per step.", 1, 64)
+    # many small steps: the same 192 replies as 24 steps of 8, in the same time on 2 CPU cores, reach a lower
+    # held-out KL (session 34: 0.0299 -> 0.0237 from the 0.147 of π0; README, context distillation)
+    steps: int = opt(96, "Optimizer steps on the soft prompt.", 1, 2000)
+    batch_size: int = opt(2, "Replies of D per step.", 1, 64)
     lr: float = opt(0.02, "Adam learning rate (warm-up, cosine decay to 10%); embeddings have norm ≈3.", 1e-5, 1.0)
-    eval_every: int = opt(8, "Steps between live held-out KL points (0 = only at the end).", 0, 2000)
+    eval_every: int = opt(32, "Steps between live held-out KL points (0 = only at the end).", 0, 2000)
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,7 @@ register(EDGE, "soft", title="Soft prompt tuning: virtual tokens that imitate th
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)]   (Eq. 12; Eq. 13 as an option)",
          config=SoftConfig, run=run, artifact="soft_prompt",
          metrics=("kl_before", "kl_after", "kl_projected", "reward_star", "reward_base", "reward_prompt"),
-         quick={"steps": 12, "n_train": 24, "eval_every": 4, "n_heldout": 8, "eval_samples": 1})
+         quick={"steps": 48, "n_train": 24, "eval_every": 16, "n_heldout": 8, "eval_samples": 1})
 register(EDGE, "discrete", title="Readable prompt: search over candidates scored by KL to π*",
          equation="min_z E_{x, y~π*} KL[π*(y|x) ‖ π0(y|x,z)] over readable z   (Eq. 12)",
          config=DiscreteConfig, run=run, artifact="prompt",
