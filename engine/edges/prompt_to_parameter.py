@@ -148,8 +148,9 @@ def _live_eval(config, ctx, policy: Policy, eval_tables, held_teacher, reward) -
 # ---------- the methods of this edge ----------
 _METRICS = ("kl_before", "kl_after", "reward_base", "reward_teacher", "reward_student")
 QUICK = {"steps": 16, "n_train": 32, "teacher_samples": 1, "eval_every": 4, "n_heldout": 8, "eval_samples": 2}
-# Eq. 9 in many small updates: the same 320 teacher replies as 8 x 40 steps, in about the same time on 2 CPU
-# cores, close more of the held-out KL (session 34: 0.238 -> 0.188 of it on sentiment; bench/distill_sweep.py)
+# Eq. 9 in many small updates: the same 320 teacher replies as 40 steps of 8, in about the same time on 2 CPU
+# cores, leave less of the held-out KL (session 34, sentiment: kl_after / kl_before 0.238 -> 0.188; README and
+# bench/distill_sweep.py)
 KL_DEFAULTS = {"lr": 1e-3, "batch_size": 2, "steps": 160, "eval_every": 40}
 register(EDGE, "kl", title="Context distillation, full-distribution KL",
          equation="min_π E_{x,y~D} KL[π0(y|x,z) ‖ π(y|x)]   (Eq. 9)",
