@@ -306,7 +306,8 @@ def _scenario_source(name: str, file) -> str:
 def public_note() -> str:
     """The form's note on a public lab (LAB_PUBLIC=1): which settings are capped, and at what."""
     from engine.limits import PUBLIC_CAPS, PUBLIC_TRAIN_ROWS
-    caps = ", ".join(f"`{k}` ≤ {v}" for k, v in PUBLIC_CAPS.items()) + f", `steps × batch_size` ≤ {PUBLIC_TRAIN_ROWS}"
+    caps = ", ".join([f"`{k}` ≤ {v}" for k, v in PUBLIC_CAPS.items()]
+                     + [f"`steps × batch_size` ≤ {PUBLIC_TRAIN_ROWS}"])
     return (f"**A public lab:** costly settings are capped so that every visitor's run stays short — {caps} "
             "(`n` = the largest N of best-of-N; `n_train`/`n_heldout` count the inputs a run uses). Run the lab "
             "yourself (`make run`) for more.")

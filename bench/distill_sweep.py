@@ -55,11 +55,11 @@ VARIANTS = {
     "pseudo64": {**OLD, "pseudo_inputs": 64},
     "pseudo64_steps80": {**OLD, "pseudo_inputs": 64, "steps": 80},
     # where session 29 found the data, not the fit, to be the limit: 160 steps, every linear layer, lr 3e-3
-    "all_linear_lr3e-3_steps160_pseudo64": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160, "pseudo_inputs": 64},
+    "all_linear_lr3e-3_steps160_pseudo64": {**OLD, "lora_targets": ALL_LINEAR, "lr": 3e-3, "steps": 160,
+                                            "pseudo_inputs": 64},
     "imitation": {"method": "imitation"},   # its own defaults (40 steps of 8, lr 1e-4)
     # the same replies per run in more, smaller updates (session 34): the update count is the lever
-    "batch4_steps80": {"batch_size": 4, "steps": 80},
-    "batch2_steps160": {"batch_size": 2, "steps": 160},   # = default now
+    "batch4_steps80": {"batch_size": 4, "steps": 80},   # (160 steps of 2 is the default now)
     "batch2_steps160_lr5e-4": {"batch_size": 2, "steps": 160, "lr": 5e-4},
     "batch1_steps320_lr5e-4": {"batch_size": 1, "steps": 320, "lr": 5e-4},
     "rank2_lr3e-3": {**OLD, "lora_rank": 2, "lora_alpha": 4.0, "lr": 3e-3},
