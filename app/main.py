@@ -128,8 +128,8 @@ def gallery_markdown(lab) -> str:
     p = load_bundle()["provenance"]
     lines = [f"- [{e['title']}](?run={e['run_id']}) · {e['run']['duration_s'] or 0:.0f} s" for e in shown]
     return (f"Made by `make gallery` at commit `{p['commit'][:7]}`, each method at that commit's defaults (later "
-            f"commits may have changed some), on the built-in scenarios ({p['model']}, {p['machine']}, "
-            f"{p['precision']}). Open one; steer, "
+            f"commits may have changed some: the form shows the settings an opened example ran with), on the "
+            f"built-in scenarios ({p['model']}, {p['machine']}, {p['precision']}). Open one; steer, "
             "compare or chain it like your own run (the Compare tab opens on a compare of their policies).\n\n"
             + "\n".join(lines))
 

@@ -12,6 +12,8 @@ from engine.errors import LabInputError
 
 UPLOAD = "(uploaded file)"
 DATA_FILE_EDGES = ("prompt->reward", "reward-model", "demonstrations")   # the runs that read a JSONL file
+PRESETS = ["default", "quick"]
+OPENED_RUN = "opened run"   # the form's third preset while a run of its method is open: that run's settings
 
 
 TASK_LABELS = {"best-of-n": "best-of-N (a reward at decoding time)",
@@ -71,8 +73,10 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         gr.Markdown(public_note(), elem_id="public-caps")
     status = gr.Markdown(elem_id="convert-status")
 
-    @gr.render(inputs=[edge, method])
-    def settings(edge_name: str, method_name: str):
+    opened = gr.State(None)   # the opened run's settings (follow_run): the form shows them for its method
+
+    @gr.render(inputs=[edge, method, opened])
+    def settings(edge_name: str, method_name: str, opened_run: dict | None):
         available = next(e for e in lab.tasks() if e["edge"] == edge_name)["available"]
         if not available or not method_name:
             gr.Markdown("*This edge is not built yet.*")
@@ -80,19 +84,24 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
         if method_name not in {m["method"] for m in lab.task_methods(edge_name)}:
             return   # the edge changed and its method list follows in the next update
         fields = lab.task_fields(edge_name, method_name)
+        from_run = opened_run if opened_run and (opened_run["edge"], opened_run["method"]) == (edge_name,
+                                                                                           method_name) else None
+        shown = run_values(fields, from_run["values"]) if from_run else {f["name"]: f["default"] for f in fields}
         inputs = []
         with gr.Accordion("Settings", open=True):
-            preset = gr.Radio(["default", "quick"], value="default", label="Preset", elem_id="preset-radio",
-                              interactive=True,
+            preset = gr.Radio(PRESETS + ([OPENED_RUN] if from_run else []), value=OPENED_RUN if from_run else "default",
+                              label="Preset", elem_id="preset-radio", interactive=True,
                               info="quick: a short run (about a minute on 2 CPU cores) that still shows the method's "
-                                   "effect; default: the full run. Choosing one fills in the settings below.")
+                                   "effect; default: the full run" + (f"; {OPENED_RUN}: the settings run "
+                                   f"`{from_run['run_id']}` (below) ran with" if from_run else "")
+                                   + ". Choosing one fills in the settings below.")
             with gr.Row(equal_height=True):
                 for f in fields:
-                    inputs.append(_field_input(_capped(f) if lab.settings.public else f))
+                    inputs.append(_field_input(_capped(f) if lab.settings.public else f, shown[f["name"]]))
         run_btn = gr.Button("Run", variant="primary", elem_id="run-button")
 
         def fill(name):
-            values = lab.preset_values(edge_name, method_name, name)
+            values = shown if name == OPENED_RUN else lab.preset_values(edge_name, method_name, name)
             return [gr.update(value=values[f["name"]]) for f in fields]
         preset.change(fill, preset, inputs, api_visibility="private")
 
@@ -164,15 +173,18 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
             f"**{e['title']}** ({e['section']})", None
 
     def follow_run(run_id, current_edge, current_scenario):
-        """Opening a run (History, a link, a reload) points scenario, edge and method at the ones that made it."""
+        """Opening a run (History, a link, a reload) points scenario, edge and method at the ones that made it,
+        and the settings form at the settings it ran with."""
         run = lab.run(run_id) if run_id else None
         if run is None or run["edge"] not in {e["edge"] for e in lab.tasks()}:
-            return gr.skip(), gr.skip(), gr.skip(), None
+            return gr.skip(), gr.skip(), gr.skip(), None, gr.skip()
         scen = run["scenario"] if run["scenario"] in lab.scenarios() and run["scenario"] != current_scenario \
             else gr.skip()
+        ran_with = {"run_id": run["run_id"], "edge": run["edge"], "method": run["method"],
+                    "values": (run.get("config") or {}).get("method_config") or {}}
         if run["edge"] == current_edge:
-            return scen, gr.skip(), gr.update(value=run["method"]), None
-        return scen, run["edge"], gr.skip(), run["method"]   # on_edge takes the method once the edge has changed
+            return scen, gr.skip(), gr.update(value=run["method"]), None, ran_with
+        return scen, run["edge"], gr.skip(), run["method"], ran_with   # on_edge takes the method once the edge moved
 
     def on_method(edge_name, method_name):
         return _equation(lab, edge_name, method_name) if method_name else ""
@@ -195,7 +207,7 @@ def build(lab, selected_run: gr.State, visitor: gr.State) -> None:
     edge.change(on_edge, [edge, wanted_method], [triangle, method, equation, edge_note, wanted_method],
                 api_visibility="private")
     edge.change(lambda e: gr.update(visible=e in DATA_FILE_EDGES), edge, data_file, api_visibility="private")
-    selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method],
+    selected_run.change(follow_run, [selected_run, edge, scenario], [scenario, edge, method, wanted_method, opened],
                         api_visibility="private")
     method.change(on_method, [edge, method], equation, api_visibility="private")
     def cancel_selected(run_id, who):
@@ -322,13 +334,19 @@ def _capped(f: dict) -> dict:
     return {**f, "hi": cap, "help": f["help"] + " Capped on this public lab."}
 
 
-def _field_input(f: dict):
+def run_values(fields: list[dict], ran_with: dict) -> dict:
+    """Every field's value in a stored run's method config; a field the run does not name (a setting added
+    since, a run stored by a script) keeps its default."""
+    return {f["name"]: ran_with.get(f["name"], f["default"]) for f in fields}
+
+
+def _field_input(f: dict, value):
     label, info = f["name"], f["help"]
     if f["type"] == "bool":
-        return gr.Checkbox(value=f["default"], label=label, info=info, min_width=160, interactive=True,
+        return gr.Checkbox(value=value, label=label, info=info, min_width=160, interactive=True,
                            elem_id=f"set-{f['name']}")
     if f["type"] in ("int", "float"):
         rng = f" Range {f['lo']:g} … {f['hi']:g}." if f["lo"] is not None and f["hi"] is not None else ""
-        return gr.Number(value=f["default"], label=label, info=info + rng, precision=0 if f["type"] == "int" else None,
+        return gr.Number(value=value, label=label, info=info + rng, precision=0 if f["type"] == "int" else None,
                          min_width=160, elem_id=f"set-{f['name']}", interactive=True)
-    return gr.Textbox(value=f["default"], label=label, info=info, min_width=160, elem_id=f"set-{f['name']}", interactive=True)
+    return gr.Textbox(value=value, label=label, info=info, min_width=160, elem_id=f"set-{f['name']}", interactive=True)

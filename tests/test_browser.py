@@ -127,7 +127,8 @@ def seeded_server(tmp_path, model_cache_dir):
     bon = st.create_run("best-of-n", "bon", "sentiment", {"method_config": {"policy": "base"}})
     st.mark_finished(bon, "succeeded", {"results": [{"n": 1, "reward": 0.2, "kl_bound": 0.0},
                                                     {"n": 4, "reward": 0.6, "kl_bound": 0.636}]})
-    judge = st.create_run("prompt->reward", "contrastive", "pirate", {"method_config": {"aggregate": "sum"}})
+    judge = st.create_run("prompt->reward", "contrastive", "pirate",
+                          {"method_config": {"aggregate": "mean", "n_heldout": 5}})
     st.add_artifact(judge, "reward", "reward", None, {"kind": "contrastive"})
     st.mark_finished(judge, "succeeded", {"pair_accuracy": 0.75, "spearman": 0.5})
     yield from _serve(tmp_path, model_cache_dir)
@@ -152,6 +153,13 @@ def test_history_filters_and_exports_and_compare_draws_its_charts(seeded_server)
         page.get_by_role("tab", name="Convert").click()
         expect(page.locator("#edge-radio input[value='prompt->reward']")).to_be_checked(timeout=30_000)
         expect(page.locator("#method-dropdown input")).to_have_value("contrastive", timeout=30_000)
+        # ... and its settings form at the settings that run ran with, until a preset is chosen
+        expect(page.locator("#preset-radio input[value='opened run']")).to_be_checked(timeout=30_000)
+        expect(page.locator("#set-aggregate").locator("input, textarea")).to_have_value("mean")
+        expect(page.locator("#set-n_heldout input")).to_have_value("5")
+        page.locator("#preset-radio").get_by_text("default", exact=True).click()
+        expect(page.locator("#set-aggregate").locator("input, textarea")).to_have_value("sum", timeout=10_000)
+        expect(page.locator("#set-n_heldout input")).to_have_value("0")
         page.get_by_role("tab", name="History").click()
         page.locator("#history-export").click()
         link = page.locator("#history-files a[href$='.csv']:not([href$='.samples.csv'])")
