@@ -30,7 +30,7 @@ def _make_host(settings: Settings):
     from engine.model_host import ModelHost
     return ModelHost(settings.model, settings.model_cache_dir, threads=settings.threads, device=settings.device,
                      precision=settings.precision, precision_cache=settings.data_dir / "precision.json",
-                     max_adapters=settings.max_adapters, fp32_linear=settings.fp32_linear)
+                     max_adapters=settings.max_adapters, fp32_linear=settings.fp32_linear, memo_mb=settings.memo_mb)
 
 
 class Lab:

@@ -23,6 +23,7 @@ from engine.chat_format import discover
 from engine.kl import sequence_logprob
 from engine.model_loading import canonical_model, effective_model, hub_id, load_model_and_tokenizer
 from engine.policies import Policy
+from engine.run_memo import RunMemo
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Samples:
 class ModelHost:
     def __init__(self, model: str, cache_root: Path, threads: int | None = None, device: str = "auto",
                  precision: str = "auto", precision_cache: Path | None = None, max_adapters: int = 16,
-                 fp32_linear: str = "auto"):
+                 fp32_linear: str = "auto", memo_mb: int = 1536):
         if threads:
             torch.set_num_threads(threads)
         loaded = effective_model(model)   # an embedded model without its package: the same model by hub id
@@ -81,6 +82,7 @@ class ModelHost:
         self._soft_local = threading.local()     # virtual ids of the embedding call in flight (per thread)
         self._next_virtual_id: int | None = None  # hooks are installed with the first soft prompt
         self.forward_tokens = 0   # token positions embedded by every forward (prefill, decode, scoring, training)
+        self.memo = RunMemo(memo_mb << 20)   # what a later run would compute again (engine/run_memo.py)
         self.model.get_input_embeddings().register_forward_hook(self._count_tokens)
 
     def _count_tokens(self, module, args, out) -> None:
@@ -98,6 +100,11 @@ class ModelHost:
         """The one precision context: every forward of every policy runs inside it (in bf16 with the frozen
         weights' bf16 copies: `prec.FrozenBf16Weights`)."""
         return self._bf16_weights.region(self.device, self.precision)
+
+    def memo_key(self, *parts) -> tuple:
+        """A `self.memo` key: `parts` (what a value depends on besides the model) with the model, device and the
+        precision in force, whose numbers it would be."""
+        return (self.model_name, str(self.device), self.precision) + parts
 
     @contextlib.contextmanager
     def run_precision(self, requested: str = "auto"):

@@ -21,6 +21,8 @@ LAB_STALE_AFTER_S  a running run whose worker has not written a heartbeat for th
               taken for dead and marked interrupted (a worker on this machine is checked by its pid at once).
 LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently
               used one is unloaded, and loaded again from its files when a policy needs it.
+LAB_RUN_MEMO_MB  memory the worker keeps for what a later run would compute again, identically (default 1536;
+              0: none): context distillation's teacher side (engine/run_memo.py), about 1.2 GB at its defaults.
 
 A class on one lab (engine/visitors.py, engine/limits.py):
 LAB_MULTI_USER  auto (default): on when the lab is a Space (SPACE_ID set) or LAB_ADMIN_TOKEN is set; 1 / 0 force it.
@@ -60,6 +62,7 @@ class Settings:
     precision: str = "auto"
     fp32_linear: str = "auto"
     max_adapters: int = 16
+    memo_mb: int = 1536
     worker: bool = True
     stale_after_s: float = 90.0
     multi_user: bool = False
@@ -98,6 +101,7 @@ def load_settings() -> Settings:
         precision=os.environ.get("LAB_PRECISION", "auto").strip().lower() or "auto",
         fp32_linear=os.environ.get("LAB_FP32_LINEAR", "auto").strip().lower() or "auto",
         max_adapters=_positive_int("LAB_MAX_ADAPTERS", 16),
+        memo_mb=_positive_int("LAB_RUN_MEMO_MB", 1536, allow_zero=True),
         worker=_flag("LAB_WORKER", True),
         stale_after_s=float(_positive_int("LAB_STALE_AFTER_S", 90)),
         multi_user=_multi_user(),
@@ -126,11 +130,12 @@ def _flag(name: str, default: bool) -> bool:
     return raw in ("1", "true", "yes")
 
 
-def _positive_int(name: str, default: int) -> int:
+def _positive_int(name: str, default: int, allow_zero: bool = False) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    least = 0 if allow_zero else 1
+    if not raw.isdigit() or int(raw) < least:
         from engine.errors import LabInputError
-        raise LabInputError(f"{name}: {raw!r} is not a whole number ≥ 1")
+        raise LabInputError(f"{name}: {raw!r} is not a whole number ≥ {least}")
     return int(raw)

@@ -48,3 +48,43 @@ def test_a_run_left_running_by_a_dead_process_is_interrupted_at_start(settings, 
     Lab(settings=settings, host_factory=lambda: host)  # a new process of the lab starts
     run = store.get_run(rid)
     assert run["status"] == "interrupted" and run["finished_at"] is not None
+
+
+def test_a_second_run_with_other_training_settings_reuses_the_teacher_side_and_gets_the_same_numbers(lab, host):
+    """The teacher side (transfer set, held-out samples, KL tables) comes from memory when only training settings
+    change, and a run from memory matches one that computed everything (engine/run_memo.py)."""
+    host.memo.clear()
+    first = lab.run(lab.run_now(lab.prepare("prompt", "parameter", "kl", "sentiment", {**TINY, "seed": 5})))
+    second_id = lab.run_now(lab.prepare("prompt", "parameter", "kl", "sentiment", {**TINY, "seed": 5, "lr": 3e-3}))
+    second = lab.run(second_id)
+    assert (first["metrics"]["teacher_side"], second["metrics"]["teacher_side"]) == ("computed", "from memory")
+    for k in ("kl_before", "reward_base", "reward_teacher"):
+        assert second["metrics"][k] == first["metrics"][k]
+    assert second["metrics"]["forward_tokens"] < first["metrics"]["forward_tokens"]   # it ran fewer forwards
+    host.memo.clear()
+    again = lab.run(lab.run_now(lab.prepare("prompt", "parameter", "kl", "sentiment", {**TINY, "seed": 5, "lr": 3e-3})))
+    assert again["metrics"]["teacher_side"] == "computed"
+    numbers = lambda run: {k: v for k, v in run["metrics"].items() if k not in ("teacher_side", "forward_tokens")}
+    assert numbers(again) == numbers(second)
+    rows = lambda run_id: sorted((s["policy"], s["input"], s["output"]) for s in lab.samples(run_id))
+    assert rows(again["run_id"]) == rows(second_id)
+
+
+def test_the_teacher_side_key_names_teacher_settings_not_training_ones(host):
+    from pathlib import Path
+
+    from engine.edges import prompt_to_parameter as p2p
+    from engine.registry import EDGES, build_config
+    from engine.run_types import RunContext
+    from engine.scenarios import load_scenario
+    ctx = RunContext(host, load_scenario("sentiment"), "k", Path("."), lambda *a, **k: None)
+    key = lambda **over: p2p.teacher_side_key("kl", build_config(EDGES["prompt->parameter"].methods["kl"], over), ctx)
+    assert key(lr=3e-3, steps=7, batch_size=4, lora_rank=2, eval_every=0) == key()
+    for teacher_setting in ({"teacher_temperature": 0.7}, {"teacher_samples": 3}, {"n_train": 8}, {"seed": 1},
+                            {"n_heldout": 4}, {"eval_samples": 2}, {"max_new_tokens": 12}):
+        assert key(**teacher_setting) != key(), teacher_setting
+    imitation = p2p.teacher_side_key("imitation", build_config(EDGES["prompt->parameter"].methods["kl"], {}), ctx)
+    assert imitation != key()     # Eq. 10 keeps no teacher tables
+    default = key()
+    with host.run_precision("fp32" if host.precision == "bf16" else "bf16"):
+        assert key() != default   # the numbers of another precision are other numbers

@@ -16,7 +16,8 @@ import torch
 
 from engine import training
 from engine.artifacts import Adapter
-from engine.evaluation import held_out, kl_to_cached, mean_stderr, pad_tables, reply_logprobs, sample_and_score
+from engine.evaluation import (Scored, held_out, kl_to_cached, mean_stderr, pad_tables, reply_logprobs,
+                               sample_and_score)
 from engine.lora import lora_config
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.policies import BASE, Policy, with_adapter
@@ -37,13 +38,71 @@ class DistillConfig(Training, LoRA, HeldOut, Compute):
 def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     reward = sc.reward()
-    train_x = sc.train_inputs[:config.n_train or None]
-    teacher = sc.prompt_policy("teacher")
     student = with_adapter(f"cd-{ctx.run_id}", "student")
+    # 1-2. the teacher side: the transfer set, held-out samples, KL before (from memory when an earlier run
+    # computed it with the same teacher settings: engine/run_memo.py)
+    side, reused = host.memo.get_or_compute(teacher_side_key(method, config, ctx),
+                                            lambda: teacher_side(method, config, ctx, reward))
+    progress(0.29, "the teacher side from memory: an earlier run had these teacher settings" if reused else
+             "held-out: KL before", step=0, points=side.base_points)
 
+    # 3. train the adapter (seeded LoRA init)
+    torch.manual_seed(config.seed)
+    host.add_lora(student.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
+    with host.removed_on_failure(student.adapter):
+        _train(method, config, ctx, student, side.train, side.teacher_tables, side.eval_tables, side.held_teacher,
+               reward)
+        # 4. after
+        held_student = held_out(ctx, config, student, reward, span=(0.88, 0.96))
+        progress(0.96, "held-out: KL after")
+        kl_after = kl_to_cached(host, side.eval_tables, student, side.held_teacher.inputs,
+                                side.held_teacher.token_ids)
+        out = host.save_adapter(student.adapter, ctx.out_dir)
+    held_base, held_teacher = side.held_base, side.held_teacher
+    metrics = {"kl_before": side.kl_before, "kl_after": kl_after, "reward_base": held_base.mean_reward,
+               "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
+    noise = gain_within_noise(held_base.rewards, held_teacher.rewards)
+    metrics["gain_kept"] = None if noise else gain_kept(metrics["reward_base"], metrics["reward_teacher"],
+                                                        metrics["reward_student"])
+    metrics["teacher_side"] = "from memory" if reused else "computed"
+    if noise:
+        metrics["warnings"] = [noise]
+    artifact = Adapter(str(out), {"adapter_name": student.adapter, "source_prompt": sc.prompt,
+                                  "source_demonstrations": len(sc.demonstrations), "method": method})
+    samples = held_base.rows() + held_teacher.rows() + held_student.rows()
+    return Result(metrics=metrics, artifact=artifact, samples=samples)
+
+
+@dataclass(frozen=True)
+class TeacherSide:
+    """What a distillation computes before its student exists, the same whatever the student trains with:
+    the transfer set D (and, for Eq. 9, the teacher's tables over it), the held-out teacher and base samples,
+    the teacher's tables over its held-out samples (the KL's reference), the KL before and the curves' step-0
+    points. Read-only: a later run may share it."""
+    train: Scored
+    teacher_tables: list[torch.Tensor] | None
+    held_teacher: Scored
+    held_base: Scored
+    eval_tables: list[torch.Tensor]
+    kl_before: float
+    base_points: dict[str, float]
+
+
+def teacher_side_key(method: str, config: DistillConfig, ctx: RunContext) -> tuple:
+    """Everything the teacher side depends on besides the model and precision (`host.memo_key` adds those)."""
+    from storage.scenario_store import scenario_hash
+    return ctx.host.memo_key(EDGE, "teacher side", scenario_hash(ctx.scenario.to_dict())[0], method == "kl",
+                             config.n_train, config.teacher_samples, config.teacher_temperature,
+                             config.max_new_tokens, config.seed, config.n_heldout, config.eval_samples,
+                             config.eval_temperature)
+
+
+def teacher_side(method: str, config: DistillConfig, ctx: RunContext, reward) -> TeacherSide:
+    host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
+    teacher = sc.prompt_policy("teacher")
     # 1. the transfer set D: teacher samples on train inputs
-    train = sample_and_score(host, teacher, train_x, reward, config.teacher_samples, config.max_new_tokens,
-                             config.teacher_temperature, config.seed,
+    train = sample_and_score(host, teacher, sc.train_inputs[:config.n_train or None], reward,
+                             config.teacher_samples, config.max_new_tokens, config.teacher_temperature, config.seed,
                              on_batch=lambda i, k: progress(0.12 * i / k, "sampling the teacher on train inputs"))
     teacher_tables = None
     if method == "kl":
@@ -57,30 +116,8 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     progress(0.29, "held-out: KL before")
     eval_tables = reply_logprobs(host, teacher, held_teacher.inputs, held_teacher.token_ids)
     kl_before = kl_to_cached(host, eval_tables, BASE, held_teacher.inputs, held_teacher.token_ids)
-    progress(0.29, "held-out: KL before", step=0,
-             points=_live_eval(config, ctx, BASE, eval_tables, held_teacher, reward))
-
-    # 3. train the adapter (seeded LoRA init)
-    torch.manual_seed(config.seed)
-    host.add_lora(student.adapter, lora_config(config.lora_rank, config.lora_alpha, config.lora_targets))
-    with host.removed_on_failure(student.adapter):
-        _train(method, config, ctx, student, train, teacher_tables, eval_tables, held_teacher, reward)
-        # 4. after
-        held_student = held_out(ctx, config, student, reward, span=(0.88, 0.96))
-        progress(0.96, "held-out: KL after")
-        kl_after = kl_to_cached(host, eval_tables, student, held_teacher.inputs, held_teacher.token_ids)
-        out = host.save_adapter(student.adapter, ctx.out_dir)
-    metrics = {"kl_before": kl_before, "kl_after": kl_after, "reward_base": held_base.mean_reward,
-               "reward_teacher": held_teacher.mean_reward, "reward_student": held_student.mean_reward}
-    noise = gain_within_noise(held_base.rewards, held_teacher.rewards)
-    metrics["gain_kept"] = None if noise else gain_kept(metrics["reward_base"], metrics["reward_teacher"],
-                                                        metrics["reward_student"])
-    if noise:
-        metrics["warnings"] = [noise]
-    artifact = Adapter(str(out), {"adapter_name": student.adapter, "source_prompt": sc.prompt,
-                                  "source_demonstrations": len(sc.demonstrations), "method": method})
-    samples = held_base.rows() + held_teacher.rows() + held_student.rows()
-    return Result(metrics=metrics, artifact=artifact, samples=samples)
+    base_points = _live_eval(config, ctx, BASE, eval_tables, held_teacher, reward)
+    return TeacherSide(train, teacher_tables, held_teacher, held_base, eval_tables, kl_before, base_points)
 
 
 def gain_kept(r_base: float, r_teacher: float, r_student: float) -> float | None:
