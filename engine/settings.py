@@ -22,7 +22,8 @@ LAB_STALE_AFTER_S  a running run whose worker has not written a heartbeat for th
 LAB_MAX_ADAPTERS  saved adapters kept loaded in the model host (default 16); past it the least recently
               used one is unloaded, and loaded again from its files when a policy needs it.
 LAB_RUN_MEMO_MB  memory the worker keeps for what a later run would compute again, identically (default 1536;
-              0: none): context distillation's teacher side (engine/run_memo.py), about 1.2 GB at its defaults.
+              0: none): context distillation's teacher side (engine/run_memo.py), about 1.1 GB at its defaults,
+              and parameter -> prompt's samples of π* with their tables (about 0.5 GB).
 
 A class on one lab (engine/visitors.py, engine/limits.py):
 LAB_MULTI_USER  auto (default): on when the lab is a Space (SPACE_ID set) or LAB_ADMIN_TOKEN is set; 1 / 0 force it.

@@ -143,6 +143,25 @@ def test_short_soft_run_lowers_the_kl_to_the_adapter(lab_with_adapter):
     assert resolve_policy(run_id, ctx).soft
 
 
+def test_a_soft_run_again_draws_pi_star_from_memory_and_gets_the_same_numbers(lab_with_adapter):
+    """π*'s transfer set and held-out samples with their tables (engine/run_memo.py): the second run takes both
+    from memory and matches the first, metric for metric."""
+    lab, adapter_run = lab_with_adapter
+    memo = lab.jobs.host.memo
+    memo.clear()
+    cfg = {**SMALL, "source_run": adapter_run, "steps": 2, "batch_size": 4, "n_tokens": 6, "eval_every": 0}
+    runs = []
+    for _ in range(2):
+        hits = memo.hits
+        runs.append(lab.run(lab.run_now(lab.prepare("parameter", "prompt", "soft", "sentiment", cfg))))
+        runs[-1]["hits"] = memo.hits - hits
+    first, again = runs
+    assert (first["hits"], again["hits"]) == (0, 2)   # the transfer set and the held-out target
+    numbers = lambda run: {k: v for k, v in run["metrics"].items() if k != "forward_tokens"}
+    assert numbers(again) == numbers(first)
+    assert again["metrics"]["forward_tokens"] < first["metrics"]["forward_tokens"]
+
+
 def test_short_discrete_run_finds_a_readable_prompt_closer_to_the_adapter(lab_with_adapter):
     lab, adapter_run = lab_with_adapter
     cfg = {**SMALL, "source_run": adapter_run, "n_train": 4, "train_samples": 1, "descriptions": 1, "rounds": 1,

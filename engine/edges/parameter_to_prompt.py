@@ -120,7 +120,20 @@ def run(method: str, config: FitConfig, ctx: RunContext) -> Result:
 
 def sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str], n: int, temperature: float,
                   seed: int, span: tuple[float, float], stage: str, dtype=torch.float32) -> Target:
-    """n samples of π* per input (scored with the reference reward) and π*'s tables over them."""
+    """n samples of π* per input (scored with the reference reward) and π*'s tables over them — from memory
+    when an earlier run drew the same ones (engine/run_memo.py): π* is a stored run's adapter, never changed."""
+    from storage.scenario_store import scenario_hash
+    key = ctx.host.memo_key(EDGE, "target", config.source_run, star, scenario_hash(ctx.scenario.to_dict())[0],
+                            tuple(xs), n, temperature, seed, config.max_new_tokens, str(dtype))
+    target, reused = ctx.host.memo.get_or_compute(
+        key, lambda: _sample_target(ctx, config, star, xs, n, temperature, seed, span, stage, dtype))
+    if reused:
+        ctx.on_progress(span[1], f"{stage}: from memory (an earlier run drew the same samples)")
+    return target
+
+
+def _sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str], n: int, temperature: float,
+                   seed: int, span: tuple[float, float], stage: str, dtype) -> Target:
     lo, hi = span
     scored = sample_and_score(ctx.host, star, xs, ctx.scenario.reward(), n, config.max_new_tokens, temperature,
                               seed, on_batch=lambda i, k: ctx.on_progress(lo + (hi - lo) * 0.8 * i / k, stage))
