@@ -5,8 +5,8 @@ samples, the KL tables and the KL before — depends on the model, the precision
 settings, not on what the student trains with (lr, steps, batch, rank, ...). A user who opens a run and changes
 its lr, or a class running one scenario with different training settings, gets it from here: the same numbers,
 sooner. parameter -> prompt keeps π*'s samples and tables the same way. The key names everything the value
-depends on (`ModelHost.memo_key` adds the model, device and
-precision); the memory is bounded (`LAB_RUN_MEMO_MB`), least recently used entries go first.
+depends on (`ModelHost.memo_key` adds the model, device and precision); the memory is bounded
+(`LAB_RUN_MEMO_MB`), least recently used entries go first.
 """
 from __future__ import annotations
 
