@@ -119,9 +119,10 @@ def run(method: str, config: FitConfig, ctx: RunContext) -> Result:
 
 
 def sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str], n: int, temperature: float,
-                  seed: int, span: tuple[float, float], stage: str, dtype=torch.float32) -> Target:
+                  seed: int, span: tuple[float, float], stage: str, dtype=torch.float32) -> tuple[Target, bool]:
     """n samples of π* per input (scored with the reference reward) and π*'s tables over them — from memory
-    when an earlier run drew the same ones (engine/run_memo.py): π* is a stored run's adapter, never changed."""
+    when an earlier run drew the same ones (engine/run_memo.py; π* is a stored run's adapter, never changed).
+    Returns (the target, whether it came from memory)."""
     from storage.scenario_store import scenario_hash
     key = ctx.host.memo_key(EDGE, "target", config.source_run, star, scenario_hash(ctx.scenario.to_dict())[0],
                             tuple(xs), n, temperature, seed, config.max_new_tokens, str(dtype))
@@ -129,7 +130,12 @@ def sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str
         key, lambda: _sample_target(ctx, config, star, xs, n, temperature, seed, span, stage, dtype))
     if reused:
         ctx.on_progress(span[1], f"{stage}: from memory (an earlier run drew the same samples)")
-    return target
+    return target, reused
+
+
+def memo_text(*reused: bool) -> str:
+    """The `teacher_side` metric: whether π*'s samples came from memory (all, some) or were drawn by this run."""
+    return "from memory" if all(reused) else "partly from memory" if any(reused) else "computed"
 
 
 def _sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str], n: int, temperature: float,
@@ -146,7 +152,7 @@ def _star(config: FitConfig, ctx: RunContext) -> Policy:
     return dataclasses.replace(resolve_policy(config.source_run, ctx, "source_run"), label="π*")
 
 
-def _heldout(config: FitConfig, ctx: RunContext, star: Policy, span) -> Target:
+def _heldout(config: FitConfig, ctx: RunContext, star: Policy, span) -> tuple[Target, bool]:
     held_x = ctx.scenario.heldout_inputs[:config.n_heldout or None]
     return sample_target(ctx, config, star, held_x, config.eval_samples, config.eval_temperature, config.seed + 1, span,
                          "held-out: π* generations")
@@ -163,9 +169,10 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
     star = _star(config, ctx)
     train_x = ctx.scenario.train_inputs[:config.n_train or None]
     table_dtype = torch.bfloat16   # D's tables only feed the loss; bf16 halves their memory
-    train = sample_target(ctx, config, star, train_x, config.train_samples, config.sample_temperature, config.seed,
-                          (0.0, 0.2), "π* on train inputs (the transfer set D)", table_dtype)
-    held = _heldout(config, ctx, star, (0.2, 0.3))
+    train, train_reused = sample_target(ctx, config, star, train_x, config.train_samples, config.sample_temperature,
+                                        config.seed, (0.0, 0.2), "π* on train inputs (the transfer set D)",
+                                        table_dtype)
+    held, held_reused = _heldout(config, ctx, star, (0.2, 0.3))
     kl_before = held.kl(host, BASE)
     progress(0.3, "held-out: KL before", step=0, points={"kl_heldout": kl_before})
     soft = Policy(soft=f"soft-{ctx.run_id}", label="soft prompt")
@@ -183,7 +190,7 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
                                      {"init_text": config.init_text, "model": host.model_name})
     metrics = {"kl_before": kl_before, "kl_after": kl_after, "kl_projected": kl_projected,
                "reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
-               "reward_prompt": soft_s.mean_reward}
+               "reward_prompt": soft_s.mean_reward, "teacher_side": memo_text(train_reused, held_reused)}
     data = {"n_tokens": config.n_tokens, "init_text": config.init_text, "objective": config.objective,
             "nearest_tokens": projection, "source_run": config.source_run, "system": None}
     return Result(metrics=metrics, artifact=SoftPrompt(str(path), data),
@@ -261,8 +268,9 @@ def run_discrete(config: DiscreteConfig, ctx: RunContext) -> Result:
     host, sc, progress = ctx.host, ctx.scenario, ctx.on_progress
     star = _star(config, ctx)
     xs = sc.train_inputs[:config.n_train or None]
-    train = sample_target(ctx, config, star, xs, config.train_samples, config.sample_temperature, config.seed,
-                          (0.0, 0.12), "π* on scoring inputs (the transfer set D)", torch.bfloat16)
+    train, train_reused = sample_target(ctx, config, star, xs, config.train_samples, config.sample_temperature,
+                                        config.seed, (0.0, 0.12), "π* on scoring inputs (the transfer set D)",
+                                        torch.bfloat16)
     soft_policy, projection = _soft_run(config, ctx)
     seeds = seed_candidates(sc, config.scenario_prompts) + ([(projection, "soft projection")] if projection else [])
     seeds += describe_behaviour(host, star, train, config)
@@ -272,7 +280,7 @@ def run_discrete(config: DiscreteConfig, ctx: RunContext) -> Result:
         span = (0.5 + 0.3 * (r - 1) / config.rounds, 0.5 + 0.3 * r / config.rounds)
         _score_all(ctx, config, train, pool, _proposals(host, pool, train, config, r), r, span)
     best = min(pool, key=lambda c: c.kl_train)
-    held = _heldout(config, ctx, star, (0.8, 0.9))
+    held, held_reused = _heldout(config, ctx, star, (0.8, 0.9))
     progress(0.9, "held-out: KL of none, the best prompt (and the soft prompt)")
     best_policy = prompted(best.text, "readable prompt")
     metrics = {"kl_before": held.kl(host, BASE), "kl_after": held.kl(host, best_policy),
@@ -280,7 +288,7 @@ def run_discrete(config: DiscreteConfig, ctx: RunContext) -> Result:
                "kl_train_best": best.kl_train, "n_candidates": len(pool)}
     base_s, best_s = _rewards(config, ctx, [BASE, best_policy])
     metrics |= {"reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
-                "reward_prompt": best_s.mean_reward}
+                "reward_prompt": best_s.mean_reward, "teacher_side": memo_text(train_reused, held_reused)}
     ranked = sorted(pool, key=lambda c: c.kl_train)[:12]
     data = {"prompt_text": best.text, "origin": best.origin, "source_run": config.source_run,
             "candidates": [vars(c) for c in ranked]}
