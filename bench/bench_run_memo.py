@@ -65,7 +65,8 @@ def main() -> None:
                           "ratio": round(memo["duration_s"] / base["duration_s"], 3),
                           "same_metrics": same(base) == same(memo), "same_samples": rows(base) == rows(memo),
                           "forward_tokens": [base["metrics"]["forward_tokens"], memo["metrics"]["forward_tokens"]],
-                          "memo_mb": round(lab.jobs.host.memo.used() / MB, 1), "rss_mb": round(rss_mb(), 1)}), flush=True)
+                          "memo_mb": round(lab.jobs.host.memo.used() / MB, 1), "rss_mb": round(rss_mb(), 1)}),
+              flush=True)
 
 
 if __name__ == "__main__":

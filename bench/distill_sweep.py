@@ -70,6 +70,9 @@ VARIANTS = {
     # LoRA on the top layers only: the backward pass stops at the lowest adapted layer
     "batch2_steps160_top20": {"batch_size": 2, "steps": 160, "lora_layers": 20},
     "batch2_steps160_top10": {"batch_size": 2, "steps": 160, "lora_layers": 10},
+    # session 35: hotter teacher samples (more of the teacher's distribution in the transfer set)
+    "teacher_T1.3": {"teacher_temperature": 1.3},
+    "teacher_T1.6": {"teacher_temperature": 1.6},
 }
 
 

@@ -71,3 +71,8 @@ class RunMemo:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def reuse_text(*reused: bool) -> str:
+    """A run's `teacher_side` metric: whether what it needed came from memory (all of it, some) or was computed."""
+    return "from memory" if all(reused) else "partly from memory" if any(reused) else "computed"

@@ -125,6 +125,15 @@ TINY = {"steps": 3, "batch_size": 4, "n_train": 8, "n_heldout": 4, "eval_samples
         "eval_every": 2, "teacher_samples": 1}
 
 
+def same_numbers(a: dict, b: dict, rel: float = 1e-5) -> bool:
+    """Two runs' metrics agree: the same keys, floats to `rel` (a soft prompt's training on 2 CPU threads is
+    not bit-reproducible: three runs of one request differ at 1e-7), everything else exactly."""
+    import math
+    return a.keys() == b.keys() and all(
+        math.isclose(a[k], b[k], rel_tol=rel) if isinstance(a[k], float) and isinstance(b[k], float) else a[k] == b[k]
+        for k in a)
+
+
 # The longest files first: `make test` hands whole files to two workers in this order, so the long real runs
 # start at once and the short files fill in around them (otherwise one worker ends minutes after the other).
 LONGEST_FIRST = ("test_table1.py", "test_second_model.py", "test_parameter_reward.py", "test_demonstrations.py",

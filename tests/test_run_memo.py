@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.run_memo import RunMemo, nbytes
+from engine.run_memo import RunMemo, nbytes, reuse_text
 
 
 @dataclass
@@ -40,3 +40,8 @@ def test_past_the_budget_the_least_recently_used_goes_and_a_value_over_it_is_not
     big, hit = memo.get_or_compute("big", lambda: torch.zeros(26))   # 104 bytes: returned, not kept
     assert big.numel() == 26 and not hit and not memo.get_or_compute("big", lambda: torch.zeros(26))[1]
     assert RunMemo(0).get_or_compute("x", lambda: 1) == (1, False)
+
+
+def test_reuse_text_says_all_some_or_none():
+    assert [reuse_text(True, True), reuse_text(True, False), reuse_text(False, False), reuse_text(True)] == \
+        ["from memory", "partly from memory", "computed", "from memory"]

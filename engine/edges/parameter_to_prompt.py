@@ -44,6 +44,7 @@ from engine.prompt_search import (
 from engine.edges.prompt_to_parameter import shuffled_batches
 from engine.references import resolve_policy, stored_artifact
 from engine.config_pieces import Compute, HeldOut, like, opt
+from engine.run_memo import reuse_text
 from engine.run_types import Result, RunContext
 from engine.settings import ASSETS_DIR
 from engine.methods import register
@@ -133,11 +134,6 @@ def sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str
     return target, reused
 
 
-def memo_text(*reused: bool) -> str:
-    """The `teacher_side` metric: whether π*'s samples came from memory (all, some) or were drawn by this run."""
-    return "from memory" if all(reused) else "partly from memory" if any(reused) else "computed"
-
-
 def _sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str], n: int, temperature: float,
                    seed: int, span: tuple[float, float], stage: str, dtype) -> Target:
     lo, hi = span
@@ -190,7 +186,7 @@ def run_soft(config: SoftConfig, ctx: RunContext) -> Result:
                                      {"init_text": config.init_text, "model": host.model_name})
     metrics = {"kl_before": kl_before, "kl_after": kl_after, "kl_projected": kl_projected,
                "reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
-               "reward_prompt": soft_s.mean_reward, "teacher_side": memo_text(train_reused, held_reused)}
+               "reward_prompt": soft_s.mean_reward, "teacher_side": reuse_text(train_reused, held_reused)}
     data = {"n_tokens": config.n_tokens, "init_text": config.init_text, "objective": config.objective,
             "nearest_tokens": projection, "source_run": config.source_run, "system": None}
     return Result(metrics=metrics, artifact=SoftPrompt(str(path), data),
@@ -288,7 +284,7 @@ def run_discrete(config: DiscreteConfig, ctx: RunContext) -> Result:
                "kl_train_best": best.kl_train, "n_candidates": len(pool)}
     base_s, best_s = _rewards(config, ctx, [BASE, best_policy])
     metrics |= {"reward_star": held.scored.mean_reward, "reward_base": base_s.mean_reward,
-                "reward_prompt": best_s.mean_reward, "teacher_side": memo_text(train_reused, held_reused)}
+                "reward_prompt": best_s.mean_reward, "teacher_side": reuse_text(train_reused, held_reused)}
     ranked = sorted(pool, key=lambda c: c.kl_train)[:12]
     data = {"prompt_text": best.text, "origin": best.origin, "source_run": config.source_run,
             "candidates": [vars(c) for c in ranked]}

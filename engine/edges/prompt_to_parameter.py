@@ -22,6 +22,7 @@ from engine.lora import lora_config
 from engine.losses import context_distillation_kl_loss, imitation_loss
 from engine.policies import BASE, Policy, with_adapter
 from engine.config_pieces import Compute, HeldOut, LoRA, Training, opt
+from engine.run_memo import reuse_text
 from engine.run_types import Result, RunContext
 from engine.methods import register
 
@@ -64,7 +65,7 @@ def run(method: str, config: DistillConfig, ctx: RunContext) -> Result:
     noise = gain_within_noise(held_base.rewards, held_teacher.rewards)
     metrics["gain_kept"] = None if noise else gain_kept(metrics["reward_base"], metrics["reward_teacher"],
                                                         metrics["reward_student"])
-    metrics["teacher_side"] = "from memory" if reused else "computed"
+    metrics["teacher_side"] = reuse_text(reused)
     if noise:
         metrics["warnings"] = [noise]
     artifact = Adapter(str(out), {"adapter_name": student.adapter, "source_prompt": sc.prompt,
