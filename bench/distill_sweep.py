@@ -73,6 +73,8 @@ VARIANTS = {
     # session 35: hotter teacher samples (more of the teacher's distribution in the transfer set)
     "teacher_T1.3": {"teacher_temperature": 1.3},
     "teacher_T1.6": {"teacher_temperature": 1.6},
+    "all_linear_b2": {"lora_targets": ALL_LINEAR},                  # every linear layer at 160 steps of 2
+    "all_linear_b2_lr2e-3": {"lora_targets": ALL_LINEAR, "lr": 2e-3},
 }
 
 
