@@ -63,6 +63,11 @@ class Scenario:
         shots = [(d.input, d.reply) for d in self.expert_demonstrations if d.input not in held][:FEW_SHOT]
         return Prompt(self.prompt, tuple(shots))
 
+    def digest(self) -> str:
+        """The SHA-256 of its canonical JSON: the `scenario_hash` runs are stored under (storage/scenario_store.py)."""
+        from storage.scenario_store import scenario_hash
+        return scenario_hash(self.to_dict())[0]
+
     def to_dict(self) -> dict:
         d = {"name": self.name, "description": self.description, "prompt": self.prompt,
              "negative_prompt": self.negative_prompt, "reward": self.reward_spec,

@@ -181,8 +181,7 @@ def _find_or_run(lab, task: str, method: str, scenario: Scenario, overrides: dic
     """A succeeded run on this model with exactly these settings and this scenario, else a new one run now."""
     req = prepare_task(get_task(task), method, scenario, overrides, lookup=lab.store.get_run)
     config = dataclasses.asdict(req.config)
-    from storage.scenario_store import scenario_hash
-    digest = scenario_hash(scenario.to_dict())[0]
+    digest = scenario.digest()
     for run in lab.store.list_runs(scenario=scenario.name, edge=task, method=method, status="succeeded",
                                    model=lab.model, limit=10_000):
         if run["config"].get("method_config") == config and run["config"].get("scenario_hash") == digest:

@@ -124,9 +124,8 @@ def sample_target(ctx: RunContext, config: FitConfig, star: Policy, xs: list[str
     """n samples of π* per input (scored with the reference reward) and π*'s tables over them — from memory
     when an earlier run drew the same ones (engine/run_memo.py; π* is a stored run's adapter, never changed).
     Returns (the target, whether it came from memory)."""
-    from storage.scenario_store import scenario_hash
-    key = ctx.host.memo_key(EDGE, "target", config.source_run, star, scenario_hash(ctx.scenario.to_dict())[0],
-                            tuple(xs), n, temperature, seed, config.max_new_tokens, str(dtype))
+    key = ctx.host.memo_key(EDGE, "target", config.source_run, star, ctx.scenario.digest(), tuple(xs), n,
+                            temperature, seed, config.max_new_tokens, str(dtype))
     target, reused = ctx.host.memo.get_or_compute(
         key, lambda: _sample_target(ctx, config, star, xs, n, temperature, seed, span, stage, dtype))
     if reused:

@@ -91,8 +91,7 @@ class TeacherSide:
 
 def teacher_side_key(method: str, config: DistillConfig, ctx: RunContext) -> tuple:
     """Everything the teacher side depends on besides the model and precision (`host.memo_key` adds those)."""
-    from storage.scenario_store import scenario_hash
-    return ctx.host.memo_key(EDGE, "teacher side", scenario_hash(ctx.scenario.to_dict())[0], method == "kl",
+    return ctx.host.memo_key(EDGE, "teacher side", ctx.scenario.digest(), method == "kl",
                              config.n_train, config.teacher_samples, config.teacher_temperature,
                              config.max_new_tokens, config.seed, config.n_heldout, config.eval_samples,
                              config.eval_temperature)
